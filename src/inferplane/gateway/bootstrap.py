@@ -1,0 +1,266 @@
+"""The Envoy bootstrap: listener → header scrub → ext_proc (the picker) → router → ORIGINAL_DST.
+
+It follows the Gateway API Inference Extension reference bootstrap (design.md §1): the picker
+answers with ``x-gateway-destination-endpoint`` and ``clear_route_cache``; the route that matches
+requests carrying that header sends them to the picked endpoint, either through the override-host
+load balancer over the pool's known endpoints (ordered fallbacks) or through an ``ORIGINAL_DST``
+cluster (the reference). Requests without the header (only possible when the picker is skipped
+under ``FailOpen``) go round-robin over the pool, or get a 503 under ``FailClose``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from inferplane.gateway.config import GatewayConfig, split_host_port
+
+DESTINATION_HEADER = "x-gateway-destination-endpoint"
+PICKER_CLUSTER = "endpoint_picker"
+ORIGINAL_DST_CLUSTER = "original_destination_cluster"
+POOL_CLUSTER = "inference_pool"
+
+_HIGH_LIMITS = {
+    "thresholds": [
+        {
+            "max_connections": 40000,
+            "max_pending_requests": 40000,
+            "max_requests": 40000,
+            "max_retries": 1024,
+        }
+    ]
+}
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:g}s"
+
+
+def _socket_address(address: str) -> dict[str, Any]:
+    host, port = split_host_port(address)
+    return {"socket_address": {"address": host, "port_value": port}}
+
+
+def _openai_error_body(message: str, code: int) -> str:
+    return json.dumps(
+        {"error": {"message": message, "type": "ServiceUnavailableError", "param": None, "code": code}}
+    )
+
+
+def _http_filters(config: GatewayConfig) -> list[dict[str, Any]]:
+    scrub = {
+        "name": "envoy.filters.http.header_mutation",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
+            # A client must never choose the endpoint itself: only the picker sets this header.
+            "mutations": {"request_mutations": [{"remove": DESTINATION_HEADER}]},
+        },
+    }
+    ext_proc = {
+        "name": "envoy.filters.http.ext_proc",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
+            "grpc_service": {
+                "envoy_grpc": {"cluster_name": PICKER_CLUSTER},
+                "timeout": _duration(config.grpc_timeout_s),
+            },
+            "processing_mode": {
+                "request_header_mode": "SEND",
+                "response_header_mode": "SEND",
+                "request_body_mode": config.request_body_mode,
+                "response_body_mode": config.response_body_mode,
+                "request_trailer_mode": "SEND",
+                "response_trailer_mode": "SEND",
+            },
+            "message_timeout": _duration(config.message_timeout_s),
+            "failure_mode_allow": config.failure_mode == "FailOpen",
+            "allow_mode_override": True,
+            "status_on_error": {"code": "ServiceUnavailable"},
+        },
+    }
+    router = {
+        "name": "envoy.filters.http.router",
+        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+    }
+    return [scrub, ext_proc, router]
+
+
+def _routes(config: GatewayConfig) -> list[dict[str, Any]]:
+    action: dict[str, Any] = {
+        "cluster": POOL_CLUSTER if config.endpoint_selection == "override_host" else ORIGINAL_DST_CLUSTER,
+        "timeout": _duration(config.route_timeout_s),
+        "idle_timeout": _duration(config.stream_idle_timeout_s),
+    }
+    if config.endpoint_selection == "override_host" and config.num_retries:
+        # Only failures before the request reached a server: a model call is never sent twice.
+        action["retry_policy"] = {
+            "retry_on": "connect-failure,refused-stream,reset-before-request",
+            "num_retries": config.num_retries,
+        }
+    picked = {
+        "name": "picked-endpoint",
+        "match": {"prefix": "/", "headers": [{"name": DESTINATION_HEADER, "present_match": True}]},
+        "route": action,
+    }
+    if config.failure_mode == "FailOpen" and config.pool_endpoints:
+        # The picker was skipped: round-robin over the pool (override-host's fallback policy).
+        unpicked = {"name": "fail-open", "match": {"prefix": "/"}, "route": {**action, "cluster": POOL_CLUSTER}}
+    else:
+        unpicked = {
+            "name": "no-endpoint",
+            "match": {"prefix": "/"},
+            "direct_response": {
+                "status": 503,
+                "body": {"inline_string": _openai_error_body("no endpoint was picked for this request", 503)},
+            },
+            "response_headers_to_add": [
+                {
+                    "header": {"key": "content-type", "value": "application/json"},
+                    "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                }
+            ],
+        }
+    return [picked, unpicked]
+
+
+def _listener(config: GatewayConfig) -> dict[str, Any]:
+    connection_manager = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": "inference_gateway",
+        "codec_type": "AUTO",
+        "stream_idle_timeout": _duration(config.stream_idle_timeout_s),
+        "request_timeout": "0s",
+        "generate_request_id": True,
+        "preserve_external_request_id": True,
+        "route_config": {
+            "name": "inference_route",
+            "virtual_hosts": [{"name": "inference", "domains": ["*"], "routes": _routes(config)}],
+        },
+        "http_filters": _http_filters(config),
+    }
+    if config.access_log:
+        connection_manager["access_log"] = [
+            {
+                "name": "envoy.access_loggers.stdout",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
+                    "log_format": {
+                        "json_format": {
+                            "time": "%START_TIME%",
+                            "request_id": "%REQ(X-REQUEST-ID)%",
+                            "method": "%REQ(:METHOD)%",
+                            "path": "%REQ(:PATH)%",
+                            "status": "%RESPONSE_CODE%",
+                            "upstream": "%UPSTREAM_HOST%",
+                            "duration_ms": "%DURATION%",
+                            "flags": "%RESPONSE_FLAGS%",
+                        }
+                    },
+                },
+            }
+        ]
+    return {
+        "name": "inference_listener",
+        "address": _socket_address(f"{config.host}:{config.port}"),
+        "per_connection_buffer_limit_bytes": config.max_request_bytes,
+        "filter_chains": [
+            {
+                "filters": [
+                    {"name": "envoy.filters.network.http_connection_manager", "typed_config": connection_manager}
+                ]
+            }
+        ],
+    }
+
+
+def _load_assignment(name: str, addresses: list[str]) -> dict[str, Any]:
+    return {
+        "cluster_name": name,
+        "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _socket_address(a)}} for a in addresses]}],
+    }
+
+
+def _picker_cluster(config: GatewayConfig) -> dict[str, Any]:
+    return {
+        "name": PICKER_CLUSTER,
+        "type": "STATIC",
+        "connect_timeout": _duration(config.connect_timeout_s),
+        "circuit_breakers": _HIGH_LIMITS,
+        "load_assignment": _load_assignment(PICKER_CLUSTER, [config.picker_address]),
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }
+        },
+    }
+
+
+def _pool_cluster(config: GatewayConfig) -> dict[str, Any]:
+    """The pool's known endpoints; the override-host policy follows the picker's ordered list."""
+    round_robin = {
+        "name": "envoy.load_balancing_policies.round_robin",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.load_balancing_policies.round_robin.v3.RoundRobin"
+        },
+    }
+    override_host = {
+        "name": "envoy.load_balancing_policies.override_host",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.load_balancing_policies.override_host.v3.OverrideHost",
+            "override_host_sources": [
+                {"header": DESTINATION_HEADER},
+                {"metadata": {"key": "envoy.lb", "path": [{"key": DESTINATION_HEADER}]}},
+            ],
+            "fallback_policy": {"policies": [{"typed_extension_config": round_robin}]},
+        },
+    }
+    return {
+        "name": POOL_CLUSTER,
+        "type": "STATIC",
+        "connect_timeout": _duration(config.connect_timeout_s),
+        "circuit_breakers": _HIGH_LIMITS,
+        "load_assignment": _load_assignment(POOL_CLUSTER, config.pool_endpoints),
+        "load_balancing_policy": {"policies": [{"typed_extension_config": override_host}]},
+    }
+
+
+def _original_dst_cluster(config: GatewayConfig) -> dict[str, Any]:
+    """The GIE reference cluster: connect to the address the picker put in the header."""
+    return {
+        "name": ORIGINAL_DST_CLUSTER,
+        "type": "ORIGINAL_DST",
+        "connect_timeout": _duration(config.connect_timeout_s),
+        "lb_policy": "CLUSTER_PROVIDED",
+        "original_dst_lb_config": {"use_http_header": True, "http_header_name": DESTINATION_HEADER},
+        "circuit_breakers": _HIGH_LIMITS,
+    }
+
+
+def _clusters(config: GatewayConfig) -> list[dict[str, Any]]:
+    clusters = [_picker_cluster(config)]
+    if config.endpoint_selection == "original_dst":
+        clusters.append(_original_dst_cluster(config))
+    if config.pool_endpoints:
+        clusters.append(_pool_cluster(config))
+    return clusters
+
+
+def build_bootstrap(config: GatewayConfig) -> dict[str, Any]:
+    """The whole Envoy bootstrap as a JSON-compatible dict."""
+    return {
+        "node": {"id": "inferplane-gateway", "cluster": "inferplane"},
+        "admin": {"address": _socket_address(f"{config.admin_host}:{config.admin_port}")},
+        "static_resources": {"listeners": [_listener(config)], "clusters": _clusters(config)},
+        "overload_manager": {
+            "resource_monitors": [
+                {
+                    "name": "envoy.resource_monitors.global_downstream_max_connections",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig",
+                        "max_active_downstream_connections": 50000,
+                    },
+                }
+            ]
+        },
+    }

@@ -1,0 +1,85 @@
+"""Typed configuration of the Envoy gateway."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+BodyMode = Literal["NONE", "BUFFERED", "STREAMED", "FULL_DUPLEX_STREAMED"]
+
+
+class GatewayConfig(BaseModel):
+    """What the generated Envoy bootstrap listens on and where it sends traffic.
+
+    ``endpoint_selection`` says how Envoy turns the picker's answer into a connection:
+
+    - ``override_host`` (default): the pool's endpoints are known to the gateway (``pool_endpoints``);
+      Envoy's override-host load balancer takes the picker's ordered list and, when the first
+      endpoint refuses the connection, retries on the next one.
+    - ``original_dst``: the GIE reference bootstrap; Envoy connects to whatever address the header
+      names, so endpoints may change without touching Envoy, but only the first one is used.
+
+    ``failure_mode`` is ``InferencePool.spec.endpointPickerRef.failureMode``: with ``FailClose`` a
+    request fails (503) when the picker cannot be reached; with ``FailOpen`` Envoy skips the picker
+    and spreads requests over ``pool_endpoints`` round-robin.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = Field(default="127.0.0.1", description="address the listener binds (0.0.0.0 for all)")
+    port: int = Field(default=8080, ge=0, le=65535, description="port of the OpenAI-compatible listener")
+    admin_host: str = Field(default="127.0.0.1", description="address of Envoy's admin interface")
+    admin_port: int = Field(default=9901, ge=0, le=65535, description="port of Envoy's admin interface")
+    picker_address: str = Field(default="127.0.0.1:9002", description="the endpoint picker's ext_proc gRPC address")
+    failure_mode: Literal["FailOpen", "FailClose"] = Field(
+        default="FailClose", description="what happens when the picker cannot be reached (see above)"
+    )
+    endpoint_selection: Literal["override_host", "original_dst"] = Field(
+        default="override_host", description="how the picked endpoint becomes a connection (see above)"
+    )
+    pool_endpoints: list[str] = Field(
+        default_factory=list, description="the pool's model servers as host:port (set by `inferplane up`)"
+    )
+    num_retries: int = Field(
+        default=2, ge=0, le=10,
+        description="attempts on the picker's fallback endpoints when a connection fails before the request is sent",
+    )
+    message_timeout_s: float = Field(default=1000.0, gt=0, description="ext_proc message timeout (GIE: 1000 s)")
+    grpc_timeout_s: float = Field(default=10.0, gt=0, description="ext_proc gRPC call timeout (GIE: 10 s)")
+    request_body_mode: BodyMode = Field(default="FULL_DUPLEX_STREAMED", description="ext_proc request body mode")
+    response_body_mode: BodyMode = Field(
+        default="FULL_DUPLEX_STREAMED",
+        description="ext_proc response body mode; NONE skips the picker on the response path (no token accounting)",
+    )
+    route_timeout_s: float = Field(default=0.0, ge=0, description="whole-request timeout; 0 = none (streams last minutes)")
+    stream_idle_timeout_s: float = Field(default=600.0, gt=0, description="close a stream idle this long")
+    connect_timeout_s: float = Field(default=2.0, gt=0, description="upstream connect timeout")
+    max_request_bytes: int = Field(default=16 * 1024 * 1024, gt=0, description="per-connection buffer limit")
+    base_id: int = Field(default=0, ge=0, description="Envoy --base-id (0: not passed; hot restart is disabled)")
+    concurrency: int = Field(default=1, ge=1, description="Envoy worker threads")
+    log_level: Literal["trace", "debug", "info", "warning", "error", "critical", "off"] = Field(
+        default="warning", description="Envoy log level"
+    )
+    access_log: bool = Field(default=False, description="JSON access log on Envoy's stdout")
+
+    @field_validator("picker_address", "pool_endpoints")
+    @classmethod
+    def _check_addresses(cls, value: str | list[str]) -> str | list[str]:
+        for address in [value] if isinstance(value, str) else value:
+            split_host_port(address)
+        return value
+
+    @model_validator(mode="after")
+    def _check_pool(self) -> GatewayConfig:
+        if self.endpoint_selection == "override_host" and not self.pool_endpoints:
+            raise ValueError("pool_endpoints must list the pool's endpoints when endpoint_selection is override_host")
+        return self
+
+
+def split_host_port(address: str) -> tuple[str, int]:
+    """``"10.0.0.1:8000"`` → ``("10.0.0.1", 8000)``; a ValueError names what is wrong."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{address!r} is not host:port")
+    return host.strip("[]"), int(port)

@@ -1,0 +1,1 @@
+"""inferplane's OpenAI-compatible model server (``inferplane serve``)."""

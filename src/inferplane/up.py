@@ -1,0 +1,223 @@
+"""``inferplane up``: the whole platform on one machine.
+
+Starts N model-server replicas, the endpoint picker watching them, and Envoy in front, waits
+until a request can travel the whole path, prints the OpenAI base URL, and stops everything on
+Ctrl-C / SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import socket
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from inferplane.configfile import ConfigError, read_yaml, validate_model
+from inferplane.gateway.config import GatewayConfig
+from inferplane.gateway.envoy import envoy_command, write_bootstrap
+from inferplane.supervisor import Supervisor, python_module_command, wait_until
+
+
+class PlatformConfig(BaseModel):
+    """The top level of an ``inferplane up`` YAML file.
+
+    ``server``, ``picker`` and ``gateway`` are the components' own sections (see each component's
+    configuration reference); ``up`` fills in what ties them together: replica ports, the picker's
+    endpoint list and the gateway's pool and picker address.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    replicas: int = Field(default=2, ge=1, le=64, description="model-server replicas, on ports server.port + i")
+    ready_timeout_s: float = Field(default=300.0, gt=0, description="give up if the platform is not ready by then")
+    server: dict[str, Any] = Field(default_factory=dict, description="the `server` section (inferplane serve)")
+    picker: dict[str, Any] = Field(default_factory=dict, description="the `picker` section (inferplane picker)")
+    gateway: dict[str, Any] = Field(default_factory=dict, description="the `gateway` section (Envoy)")
+
+
+class Plan(BaseModel):
+    """Validated per-component configurations, ready to be written and launched."""
+
+    servers: list[Any]
+    picker: Any
+    gateway: GatewayConfig
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "up",
+        help="run the whole platform locally (Envoy + picker + model servers)",
+        description="Start N model servers, the endpoint picker and Envoy; print the OpenAI base URL.",
+    )
+    parser.add_argument("--config", help="YAML file with sections replicas, server, picker, gateway")
+    parser.add_argument("--replicas", type=int, help="number of model-server replicas (default 2)")
+    parser.add_argument("--port", type=int, help="gateway port (default 8080)")
+    parser.add_argument("--engine", help="model-server engine: openvino (default), sim, transformers")
+    parser.add_argument("--failure-mode", choices=["FailOpen", "FailClose"], help="when the picker is unreachable")
+    parser.add_argument("--run-dir", help="where generated configs go (default: a new temporary directory)")
+    parser.set_defaults(func=run)
+
+
+def platform_config_from_args(args: argparse.Namespace) -> PlatformConfig:
+    raw = read_yaml(args.config) if args.config else {}
+    source = args.config or "command line"
+    for section in ("server", "picker", "gateway"):
+        raw[section] = dict(raw.get(section) or {})
+    if args.replicas is not None:
+        raw["replicas"] = args.replicas
+    if args.port is not None:
+        raw["gateway"]["port"] = args.port
+    if args.engine:
+        raw["server"]["engine"] = args.engine
+    if args.failure_mode:
+        raw["gateway"]["failure_mode"] = args.failure_mode
+    return validate_model(PlatformConfig, raw, source)
+
+
+def plan(config: PlatformConfig, source: str = "configuration") -> Plan:
+    """Derive and validate every component's configuration; a ConfigError names the bad field."""
+    from inferplane.picker.config import PickerConfig
+    from inferplane.server.config import ServerConfig
+
+    base = validate_model(ServerConfig, config.server, f"{source} (section 'server')")
+    servers = [
+        validate_model(ServerConfig, {**config.server, "port": base.port + i}, f"{source} (section 'server')")
+        for i in range(config.replicas)
+    ]
+    endpoints = [f"{_connect_host(s.host)}:{s.port}" for s in servers]
+    picker = validate_model(PickerConfig, {**config.picker, "endpoints": endpoints}, f"{source} (section 'picker')")
+    gateway = validate_model(
+        GatewayConfig,
+        {
+            "picker_address": f"{_connect_host(picker.host)}:{picker.grpc_port}",
+            "pool_endpoints": endpoints,
+            **config.gateway,
+        },
+        f"{source} (section 'gateway')",
+    )
+    return Plan(servers=servers, picker=picker, gateway=gateway)
+
+
+def _connect_host(bind_host: str) -> str:
+    return "127.0.0.1" if bind_host in ("0.0.0.0", "", "::") else bind_host
+
+
+def _check_ports_free(plan: Plan) -> None:
+    wanted = [(f"model server {i}", s.host, s.port) for i, s in enumerate(plan.servers)]
+    wanted += [
+        ("picker gRPC", plan.picker.host, plan.picker.grpc_port),
+        ("picker health", plan.picker.host, plan.picker.health_port),
+        ("picker metrics", plan.picker.host, plan.picker.metrics_port),
+        ("gateway", plan.gateway.host, plan.gateway.port),
+        ("gateway admin", plan.gateway.admin_host, plan.gateway.admin_port),
+    ]
+    for what, host, port in wanted:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+            except OSError:
+                raise ConfigError(f"port {port} on {host} ({what}) is already in use") from None
+
+
+def _write_section(directory: Path, name: str, section: str, model: BaseModel) -> Path:
+    path = directory / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({section: model.model_dump(mode="json")}, sort_keys=False))
+    return path
+
+
+async def _http_ok(url: str) -> bool:
+    async with httpx.AsyncClient(timeout=2.0) as client:
+        return (await client.get(url)).status_code == 200
+
+
+async def _grpc_serving(address: str, service: str) -> bool:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    async with grpc.aio.insecure_channel(address) as channel:
+        reply = await health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=service), timeout=2.0
+        )
+        return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def run_platform(plan: Plan, run_dir: Path, ready_timeout_s: float, ready_event: asyncio.Event | None = None) -> int:
+    supervisor = Supervisor(pid_dir=run_dir)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    started = time.monotonic()
+    gateway = plan.gateway
+    base_url = f"http://{_connect_host(gateway.host)}:{gateway.port}/v1"
+    try:
+        servers = []
+        for i, server in enumerate(plan.servers):
+            path = _write_section(run_dir, f"server-{i}", "server", server)
+            servers.append(await supervisor.start(f"server-{i}", python_module_command("inferplane", "serve", "--config", str(path))))
+        picker_path = _write_section(run_dir, "picker", "picker", plan.picker)
+        picker = await supervisor.start("picker", python_module_command("inferplane", "picker", "--config", str(picker_path)))
+        envoy = await supervisor.start("envoy", envoy_command(gateway, write_bootstrap(gateway, run_dir)))
+        supervisor.say(f"generated configuration in {run_dir}")
+
+        async def ready(what: str, check, child) -> None:
+            await wait_until(check, ready_timeout_s, what, alive=lambda: child.running)
+
+        waits = [
+            ready(f"server-{i}", lambda s=s: _http_ok(f"http://{_connect_host(s.host)}:{s.port}/health"), child)
+            for i, (s, child) in enumerate(zip(plan.servers, servers))
+        ]
+        waits.append(ready("envoy", lambda: _http_ok(f"http://{_connect_host(gateway.admin_host)}:{gateway.admin_port}/ready"), envoy))
+        waits.append(
+            ready("picker", lambda: _grpc_serving(f"{_connect_host(plan.picker.host)}:{plan.picker.health_port}", "readiness"), picker)
+        )
+        startup = asyncio.ensure_future(asyncio.gather(*waits))
+        stopped = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({startup, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if stopped.done():
+            startup.cancel()
+            supervisor.say("interrupted before the platform was ready")
+            return 130
+        stopped.cancel()
+        try:
+            startup.result()
+            await wait_until(lambda: _http_ok(f"{base_url}/models"), 30.0, "gateway end to end")
+        except (TimeoutError, RuntimeError) as exc:
+            supervisor.say(f"start-up failed: {exc}")
+            return 1
+        supervisor.say(f"ready in {time.monotonic() - started:.1f}s: {len(plan.servers)} model server(s), picker, envoy")
+        supervisor.say(f"OpenAI base URL: {base_url}")
+        supervisor.say("press Ctrl-C to stop")
+        if ready_event:
+            ready_event.set()
+        await stop.wait()
+        supervisor.say("stopping")
+        return 0
+    finally:
+        await supervisor.stop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        supervisor.say("all processes stopped")
+
+
+def run(args: argparse.Namespace) -> int:
+    config = platform_config_from_args(args)
+    the_plan = plan(config, args.config or "configuration")
+    _check_ports_free(the_plan)
+    run_dir = Path(args.run_dir) if args.run_dir else Path(tempfile.mkdtemp(prefix="inferplane-up-"))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        import uvloop
+
+        return uvloop.run(run_platform(the_plan, run_dir, config.ready_timeout_s))
+    except ImportError:
+        return asyncio.run(run_platform(the_plan, run_dir, config.ready_timeout_s))

@@ -1,0 +1,183 @@
+"""End to end through the real platform: Envoy → picker (ext_proc) → two real model servers.
+
+One ``inferplane up`` (FailClose) serves the whole module; the destructive tests (a replica
+killed, the picker killed) run last, in file order.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import httpx
+import openai
+import pytest
+
+from platform_runner import Platform, port_is_free, start_platform
+
+MODEL = "SmolLM2-135M-Instruct"
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory) -> Platform:
+    running = start_platform(tmp_path_factory.mktemp("up"), replicas=2)
+    yield running
+    pids = [running.pid(name) for name in ("server-0", "server-1", "picker", "envoy")]
+    assert running.stop() == 0, "\n".join(running.lines[-40:])
+    # Ctrl-C / SIGTERM stops every process it started and frees every port.
+    for pid in pids:
+        assert not _alive(pid), f"process {pid} outlived inferplane up"
+    assert all(port_is_free(port) for port in running.all_ports)
+    assert any("all processes stopped" in line for line in running.lines)
+
+
+@pytest.fixture(scope="module")
+def client(platform: Platform) -> openai.OpenAI:
+    return openai.OpenAI(base_url=platform.base_url, api_key="unused", max_retries=0, timeout=120)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is dead for our purposes.
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().split()[2] != "Z"
+
+
+def _metric(base_url: str, name: str) -> float:
+    """Sum of every sample of ``name`` on a model server's /metrics."""
+    text = httpx.get(f"{base_url}/metrics", timeout=5).text
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name) and line[len(name)] in " {":
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_models_are_listed_through_the_gateway(client: openai.OpenAI) -> None:
+    assert [m.id for m in client.models.list().data] == [MODEL]
+
+
+def test_chat_completion(client: openai.OpenAI) -> None:
+    reply = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "What is the capital of France?"}], max_tokens=24
+    )
+    choice = reply.choices[0]
+    assert choice.message.role == "assistant"
+    assert choice.message.content.strip()
+    assert choice.finish_reason in ("stop", "length")
+    assert reply.usage.prompt_tokens > 5
+    assert 0 < reply.usage.completion_tokens <= 24
+    assert reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens
+
+
+def test_streaming_chat_arrives_incrementally(client: openai.OpenAI) -> None:
+    stream = client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Write a long story about a lighthouse keeper."}],
+        max_tokens=48,
+        stream=True,
+        stream_options={"include_usage": True},
+        extra_body={"ignore_eos": True},
+    )
+    arrivals, pieces, finish, usage, roles = [], [], None, None, []
+    for chunk in stream:
+        if chunk.usage:
+            usage = chunk.usage
+        for choice in chunk.choices:
+            if choice.delta.role:
+                roles.append(choice.delta.role)
+            if choice.delta.content:
+                pieces.append(choice.delta.content)
+                arrivals.append(time.monotonic())
+            if choice.finish_reason:
+                finish = choice.finish_reason
+    assert roles == ["assistant"]
+    assert finish == "length"
+    assert usage is not None and usage.completion_tokens == 48
+    assert len(pieces) > 10, "the answer came in too few chunks to be streamed token by token"
+    # Incremental: the first token arrived well before the last one did.
+    assert arrivals[-1] - arrivals[0] > 0.05
+
+
+def test_completions_streaming_and_not(client: openai.OpenAI) -> None:
+    reply = client.completions.create(model=MODEL, prompt="Once upon a time", max_tokens=16)
+    assert reply.choices[0].text and reply.usage.completion_tokens <= 16
+    chunks = list(client.completions.create(model=MODEL, prompt="Once upon a time", max_tokens=16, stream=True))
+    assert "".join(c.choices[0].text for c in chunks if c.choices)
+    assert any(c.choices and c.choices[0].finish_reason for c in chunks)
+
+
+def test_malformed_json_is_400_openai_error(platform: Platform) -> None:
+    response = httpx.post(
+        f"{platform.base_url}/chat/completions", content=b'{"model": "x", "messages": [', headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["message"]
+
+
+def test_unknown_model_is_404(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "hi"}])
+    assert "no-such-model" in caught.value.message
+
+
+def test_oversized_prompt_is_400(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.completions.create(model=MODEL, prompt="hello " * 5000, max_tokens=16)
+    assert caught.value.status_code == 400
+
+
+def test_busy_replica_is_avoided(platform: Platform, client: openai.OpenAI) -> None:
+    """While one replica streams a long generation, new requests go to the other one."""
+    long_stream = client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Count slowly from one to one thousand."}],
+        max_tokens=1200,
+        stream=True,
+        extra_body={"ignore_eos": True},
+    )
+    next(iter(long_stream))  # the long request is running now
+    running = [_metric(platform.server_url(i), "vllm:num_requests_running") for i in range(2)]
+    assert sorted(running) == [0.0, 1.0]
+    busy, idle = (0, 1) if running[0] == 1.0 else (1, 0)
+    before = [_metric(platform.server_url(i), "vllm:request_success_total") for i in range(2)]
+    for n in range(4):
+        reply = client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": f"Say hello number {n}."}], max_tokens=8
+        )
+        assert reply.choices[0].message.content is not None
+    after = [_metric(platform.server_url(i), "vllm:request_success_total") for i in range(2)]
+    long_stream.close()
+    assert after[idle] - before[idle] == 4
+    assert after[busy] - before[busy] == 0
+
+
+def test_killed_replica_is_taken_out(platform: Platform, client: openai.OpenAI) -> None:
+    os.kill(platform.pid("server-1"), signal.SIGKILL)
+    for n in range(8):
+        reply = client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": f"Give me a word, {n}."}], max_tokens=8
+        )
+        assert reply.choices[0].message.content is not None
+    # The supervisor reports the crash and does not restart it silently.
+    deadline = time.monotonic() + 10
+    while not any("server-1 exited unexpectedly" in line for line in platform.lines):
+        assert time.monotonic() < deadline, "the crash was not reported"
+        time.sleep(0.1)
+
+
+def test_picker_down_with_fail_close_is_503(platform: Platform) -> None:
+    os.kill(platform.pid("picker"), signal.SIGKILL)
+    time.sleep(0.5)
+    started = time.monotonic()
+    response = httpx.post(
+        f"{platform.base_url}/chat/completions",
+        json={"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4},
+        timeout=30,
+    )
+    assert response.status_code == 503
+    assert time.monotonic() - started < 5.0

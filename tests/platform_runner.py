@@ -1,0 +1,127 @@
+"""Starting the real platform (``inferplane up``) for end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def free_port_range(count: int) -> int:
+    """The first of ``count`` consecutive free ports."""
+    for _ in range(200):
+        base = free_port()
+        if base + count >= 65535:
+            continue
+        try:
+            sockets = []
+            for port in range(base, base + count):
+                s = socket.socket()
+                sockets.append(s)
+                s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in sockets:
+                s.close()
+    raise RuntimeError("no range of free ports")
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+@dataclass
+class Platform:
+    """A running ``inferplane up`` process and what tests need to reach its parts."""
+
+    process: subprocess.Popen[str]
+    run_dir: Path
+    base_url: str
+    ports: dict[str, Any]
+    lines: list[str] = field(default_factory=list)
+
+    def pid(self, child: str) -> int:
+        return int((self.run_dir / f"{child}.pid").read_text())
+
+    def server_url(self, i: int) -> str:
+        return f"http://127.0.0.1:{self.ports['servers'][i]}"
+
+    @property
+    def all_ports(self) -> list[int]:
+        p = self.ports
+        return [*p["servers"], p["gateway"], p["admin"], p["grpc"], p["health"], p["metrics"]]
+
+    def stop(self, timeout_s: float = 30.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout_s)
+
+
+def start_platform(tmp: Path, replicas: int = 2, server: dict | None = None, gateway: dict | None = None,
+                   picker: dict | None = None, timeout_s: float = 300.0) -> Platform:
+    base = free_port_range(replicas)
+    ports = {
+        "servers": [base + i for i in range(replicas)],
+        "gateway": free_port(),
+        "admin": free_port(),
+        "grpc": free_port(),
+        "health": free_port(),
+        "metrics": free_port(),
+    }
+    config = {
+        "replicas": replicas,
+        "server": {"port": base, **(server or {})},
+        "picker": {"grpc_port": ports["grpc"], "health_port": ports["health"], "metrics_port": ports["metrics"], **(picker or {})},
+        "gateway": {"port": ports["gateway"], "admin_port": ports["admin"], **(gateway or {})},
+    }
+    config_path = tmp / "inferplane.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    run_dir = tmp / "run"
+    process = subprocess.Popen(
+        [sys.executable, "-u", "-m", "inferplane", "up", "--config", str(config_path), "--run-dir", str(run_dir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    platform = Platform(process=process, run_dir=run_dir, base_url="", ports=ports)
+    ready = threading.Event()
+
+    def read() -> None:
+        assert process.stdout
+        for line in process.stdout:
+            platform.lines.append(line.rstrip())
+            if "OpenAI base URL:" in line:
+                platform.base_url = line.rsplit("OpenAI base URL:", 1)[1].strip()
+                ready.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    deadline = time.monotonic() + timeout_s
+    while not ready.wait(0.2):
+        if process.poll() is not None or time.monotonic() > deadline:
+            platform.stop()
+            raise RuntimeError("inferplane up did not become ready:\n" + "\n".join(platform.lines[-60:]))
+    return platform
