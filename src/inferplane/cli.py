@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "inferplane.server.cli",
     "inferplane.picker.cli",
     "inferplane.gateway.cli",
+    "inferplane.models.cli",
 )
 
 
