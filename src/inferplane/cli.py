@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "inferplane.picker.cli",
     "inferplane.gateway.cli",
     "inferplane.models.cli",
+    "inferplane.deploy.cli",
 )
 
 

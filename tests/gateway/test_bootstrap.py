@@ -127,3 +127,12 @@ def test_envoy_command_disables_hot_restart(tmp_path) -> None:
     command = envoy_command(GatewayConfig(pool_endpoints=POOL), tmp_path / "envoy.json")
     assert "--disable-hot-restart" in command
     assert command[command.index("-c") + 1] == str(tmp_path / "envoy.json")
+
+
+def test_picker_by_service_name_is_resolved_by_dns() -> None:
+    by_ip = _clusters(build_bootstrap(GatewayConfig(pool_endpoints=POOL)))["endpoint_picker"]
+    by_name = _clusters(
+        build_bootstrap(GatewayConfig(endpoint_selection="original_dst", picker_address="pool-epp.default.svc:9002"))
+    )["endpoint_picker"]
+    assert by_ip["type"] == "STATIC"
+    assert by_name["type"] == "STRICT_DNS"

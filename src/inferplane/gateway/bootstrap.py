@@ -10,6 +10,7 @@ under ``FailOpen``) go round-robin over the pool, or get a 503 under ``FailClose
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from typing import Any
 
@@ -180,10 +181,21 @@ def _load_assignment(name: str, addresses: list[str]) -> dict[str, Any]:
     }
 
 
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def _picker_cluster(config: GatewayConfig) -> dict[str, Any]:
+    """The picker's gRPC (HTTP/2) cluster; a DNS name (a Kubernetes Service) is resolved strictly."""
+    by_name = not _is_ip(split_host_port(config.picker_address)[0])
     return {
         "name": PICKER_CLUSTER,
-        "type": "STATIC",
+        "type": "STRICT_DNS" if by_name else "STATIC",
+        **({"dns_lookup_family": "V4_PREFERRED"} if by_name else {}),
         "connect_timeout": _duration(config.connect_timeout_s),
         "circuit_breakers": _HIGH_LIMITS,
         "load_assignment": _load_assignment(PICKER_CLUSTER, [config.picker_address]),

@@ -1,0 +1,1 @@
+"""Kubernetes deployment: the values model, the manifests it renders, and ``inferplane render``."""
