@@ -93,16 +93,14 @@ def plan(config: PlatformConfig, source: str = "configuration") -> Plan:
         for i in range(config.replicas)
     ]
     endpoints = [f"{_connect_host(s.host)}:{s.port}" for s in servers]
-    picker = validate_model(PickerConfig, {**config.picker, "endpoints": endpoints}, f"{source} (section 'picker')")
-    gateway = validate_model(
-        GatewayConfig,
-        {
-            "picker_address": f"{_connect_host(picker.host)}:{picker.grpc_port}",
-            "pool_endpoints": endpoints,
-            **config.gateway,
-        },
-        f"{source} (section 'gateway')",
-    )
+    picker_raw: dict[str, Any] = {**config.picker, "endpoints": endpoints}
+    gateway_raw: dict[str, Any] = {**config.gateway, "pool_endpoints": endpoints}
+    if gateway_raw.get("endpoint_selection", "override_host") == "override_host":
+        # Envoy's override-host balancer walks the picker's ordered list when a connection fails.
+        picker_raw.setdefault("fallback_endpoints", min(2, len(endpoints) - 1))
+    picker = validate_model(PickerConfig, picker_raw, f"{source} (section 'picker')")
+    gateway_raw.setdefault("picker_address", f"{_connect_host(picker.host)}:{picker.grpc_port}")
+    gateway = validate_model(GatewayConfig, gateway_raw, f"{source} (section 'gateway')")
     return Plan(servers=servers, picker=picker, gateway=gateway)
 
 

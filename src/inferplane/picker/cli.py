@@ -1,0 +1,46 @@
+"""The ``inferplane picker`` subcommand."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``picker``: run the endpoint picker (ext_proc gRPC, health, metrics)."""
+    parser = subparsers.add_parser(
+        "picker",
+        help="run the endpoint picker (Envoy ext_proc, GIE protocol)",
+        description="Run the endpoint picker: an Envoy ext_proc gRPC service choosing the "
+        "model server for each inference request (Gateway API Inference Extension protocol).",
+    )
+    parser.add_argument("--config", metavar="FILE", help="YAML file; settings under its `picker` section")
+    parser.add_argument("--grpc-port", type=int, help="override picker.grpc_port")
+    parser.add_argument(
+        "--endpoint",
+        action="append",
+        metavar="IP:PORT",
+        help="model server endpoint (repeatable); adds to picker.endpoints",
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load the configuration and serve until SIGTERM / SIGINT."""
+    from pydantic import ValidationError
+
+    from inferplane.configfile import ConfigError, format_validation_error, load_model
+    from inferplane.picker.config import PickerConfig
+    from inferplane.picker.server import serve
+
+    config = load_model(PickerConfig, args.config, section="picker")
+    overrides: dict[str, object] = {}
+    if args.grpc_port is not None:
+        overrides["grpc_port"] = args.grpc_port
+    if args.endpoint:
+        overrides["endpoints"] = [*config.endpoints, *args.endpoint]
+    if overrides:
+        try:
+            config = PickerConfig.model_validate({**config.model_dump(), **overrides})
+        except ValidationError as exc:
+            raise ConfigError(format_validation_error(exc, "the command line")) from None
+    return serve(config)

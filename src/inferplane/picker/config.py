@@ -1,0 +1,135 @@
+"""The picker's configuration (YAML section ``picker``), validated at start with errors naming the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, ClassVar
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from inferplane.picker.addresses import parse_address
+from inferplane.picker.scheduling import registry
+
+#: ``ip:port``, normalised; host names are refused (ORIGINAL_DST needs an address).
+Address = Annotated[str, AfterValidator(parse_address)]
+
+
+class PluginSpec(BaseModel):
+    """``{type, name?, parameters}`` of one plugin; the type must be registered, parameters valid for it."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: ClassVar[str] = ""
+
+    type: str
+    name: str | None = None
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _buildable(self) -> PluginSpec:
+        registry.build(self.kind, self.type, self.name, self.parameters)  # raises ValueError naming the problem
+        return self
+
+    def build(self) -> Any:
+        return registry.build(self.kind, self.type, self.name, self.parameters)
+
+
+class FilterSpec(PluginSpec):
+    kind = "filter"
+
+
+class ScorerSpec(PluginSpec):
+    kind = "scorer"
+    #: Multiplies the scorer's [0, 1] score in the sum the picker chooses by.
+    weight: float = Field(1.0, ge=0)
+
+
+class PickerSpec(PluginSpec):
+    kind = "picker"
+
+
+class SaturationSpec(PluginSpec):
+    kind = "saturation detector"
+
+
+def default_scorers() -> list[ScorerSpec]:
+    """GIE v1.5's default profile (queue ×2, kv ×2, prefix ×3) plus the picker's in-flight count ×3.
+
+    Why in-flight, at ×3: it is the only load signal that moves between two scrapes (50 ms). Without
+    it a burst of requests sharing a prefix all lands on the one endpoint the prefix scorer likes,
+    since queue and KV scores are identical for everyone until the next scrape: the hot spot of
+    vllm-router's and sglang-router's cache_aware (design.md §4). At the prefix scorer's weight, its
+    tolerance reads directly as "a full prefix hit is worth up to T extra requests in flight"
+    (T = max(4, half the mean in-flight count)); beyond that, load wins. Queue and KV (×2 each)
+    then keep the GIE behaviour whenever the scraped metrics do differ.
+    """
+    return [
+        ScorerSpec(type="queue-scorer", weight=2),
+        ScorerSpec(type="kv-cache-utilization-scorer", weight=2),
+        ScorerSpec(type="prefix-cache-scorer", weight=3),
+        ScorerSpec(type="in-flight-scorer", weight=3),
+    ]
+
+
+class ProfileConfig(BaseModel):
+    """One scheduling profile: filters in order, weighted scorers, one picker."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    filters: list[FilterSpec] = Field(default_factory=list)
+    scorers: list[ScorerSpec] = Field(default_factory=default_scorers)
+    picker: PickerSpec = Field(default_factory=lambda: PickerSpec(type="max-score-picker"))
+
+
+class PickerConfig(BaseModel):
+    """Everything ``inferplane picker`` needs; every field has a working default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = "127.0.0.1"
+    #: Envoy ext_proc gRPC port; 0 picks a free one.
+    grpc_port: int = Field(9002, ge=0, le=65535)
+    #: gRPC health port (services ``liveness``, ``readiness``, the ext_proc service name); 0 = free port.
+    health_port: int = Field(9003, ge=0, le=65535)
+    #: Prometheus port; 0 = free port.
+    metrics_port: int = Field(9090, ge=0, le=65535)
+    #: The InferencePool's name, used as the ``name`` label of the pool metrics.
+    pool_name: str = "default"
+
+    #: Model servers as ``ip:port``.
+    endpoints: list[Address] = Field(default_factory=list)
+    #: A file of further ``ip:port`` lines, re-read when it changes.
+    endpoints_file: Path | None = None
+    endpoints_file_poll_interval: float = Field(1.0, gt=0)
+
+    #: Seconds between two scrapes of one endpoint's metrics.
+    scrape_interval: float = Field(0.05, gt=0)
+    scrape_timeout: float = Field(0.5, gt=0)
+    metrics_path: str = "/metrics"
+    #: Metrics older than this (seconds) count as stale: the endpoint is treated as saturated.
+    staleness: float = Field(0.2, gt=0)
+    #: An endpoint failing its scrapes for this long (seconds) leaves the pool until one succeeds.
+    failure_grace: float = Field(1.0, ge=0)
+
+    profile: ProfileConfig = Field(default_factory=ProfileConfig)
+    saturation: SaturationSpec = Field(
+        default_factory=lambda: SaturationSpec(
+            type="utilization-detector", parameters={"queue_threshold": 5, "kv_cache_threshold": 0.8}
+        )
+    )
+    #: Endpoints listed after the picked one in ``x-gateway-destination-endpoint`` (for proxy retries).
+    fallback_endpoints: int = Field(0, ge=0, le=16)
+    #: Watch responses (status, ``usage`` token metrics). Off: Envoy is told to skip the response path.
+    response_processing: bool = True
+    #: Largest request body the picker buffers to parse; larger ones get 413.
+    max_body_bytes: int = Field(64 << 20, gt=0)
+    #: InferenceObjective name -> priority (negative = sheddable), chosen per request by header.
+    objectives: dict[str, int] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _staleness_covers_interval(self) -> PickerConfig:
+        if self.staleness <= self.scrape_interval:
+            raise ValueError(
+                f"staleness ({self.staleness}s) must exceed scrape_interval ({self.scrape_interval}s), "
+                "or every endpoint would always look stale"
+            )
+        return self

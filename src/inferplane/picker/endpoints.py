@@ -1,0 +1,108 @@
+"""The datastore: the pool's endpoints, their last scraped metrics and the picker's own in-flight counts."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class EndpointMetrics:
+    """What one scrape of a model server's ``/metrics`` told us (vLLM names, SGLang mapped onto them)."""
+
+    waiting: float = 0.0
+    running: float = 0.0
+    kv_cache_usage: float = 0.0
+    block_size: int | None = None
+    num_gpu_blocks: int | None = None
+    max_lora: int | None = None
+    running_loras: frozenset[str] = frozenset()
+    waiting_loras: frozenset[str] = frozenset()
+
+
+@dataclass(slots=True, eq=False)
+class Endpoint:
+    """One model server, ``ip:port``, as the scheduler sees it."""
+
+    address: str
+    metrics: EndpointMetrics | None = None
+    #: ``time.monotonic()`` of the last successful scrape (0 when never scraped).
+    updated_at: float = 0.0
+    #: ``time.monotonic()`` of the first failed scrape of the current failure run, else ``None``.
+    failing_since: float | None = None
+    last_error: str = ""
+    #: Requests this picker routed here whose ext_proc stream has not ended yet.
+    in_flight: int = 0
+    #: Requests routed here since the last successful scrape: not yet visible in ``metrics``.
+    routed_since_scrape: int = 0
+    removed: bool = field(default=False, repr=False)
+
+    def is_stale(self, now: float, staleness: float) -> bool:
+        """Metrics older than ``staleness`` seconds (or none at all): treat the endpoint as saturated."""
+        return now - self.updated_at > staleness
+
+
+class Datastore:
+    """The endpoints of one pool, keyed by address; the scraper writes, the scheduler reads."""
+
+    def __init__(self, staleness: float = 0.2, failure_grace: float = 1.0) -> None:
+        self.staleness = staleness
+        self.failure_grace = failure_grace
+        self._endpoints: dict[str, Endpoint] = {}
+
+    def set_addresses(self, addresses: Iterable[str]) -> tuple[list[Endpoint], list[Endpoint]]:
+        """Make the pool exactly ``addresses``; keep known endpoints' state. Returns (added, removed)."""
+        wanted = dict.fromkeys(addresses)
+        added = [Endpoint(address) for address in wanted if address not in self._endpoints]
+        removed = [ep for address, ep in self._endpoints.items() if address not in wanted]
+        for ep in removed:
+            ep.removed = True
+            del self._endpoints[ep.address]
+        for ep in added:
+            self._endpoints[ep.address] = ep
+        return added, removed
+
+    def get(self, address: str) -> Endpoint | None:
+        return self._endpoints.get(address)
+
+    def all(self) -> list[Endpoint]:
+        return list(self._endpoints.values())
+
+    def __len__(self) -> int:
+        return len(self._endpoints)
+
+    def record_scrape(self, endpoint: Endpoint, metrics: EndpointMetrics, now: float | None = None) -> None:
+        """A successful scrape: fresh metrics, failure run over."""
+        endpoint.metrics = metrics
+        endpoint.routed_since_scrape = 0
+        endpoint.updated_at = time.monotonic() if now is None else now
+        endpoint.failing_since = None
+        endpoint.last_error = ""
+
+    def record_failure(self, endpoint: Endpoint, error: str, now: float | None = None) -> None:
+        """A failed scrape; the endpoint leaves the ready set once failures last ``failure_grace``."""
+        if endpoint.failing_since is None:
+            endpoint.failing_since = time.monotonic() if now is None else now
+        endpoint.last_error = error
+
+    def is_ready(self, endpoint: Endpoint, now: float) -> bool:
+        """Scraped at least once and not failing for longer than the grace period."""
+        if endpoint.metrics is None:
+            return False
+        return endpoint.failing_since is None or now - endpoint.failing_since < self.failure_grace
+
+    def ready(self, now: float | None = None) -> list[Endpoint]:
+        """Endpoints requests may be sent to."""
+        now = time.monotonic() if now is None else now
+        grace = self.failure_grace
+        return [
+            ep
+            for ep in self._endpoints.values()
+            if ep.metrics is not None and (ep.failing_since is None or now - ep.failing_since < grace)
+        ]
+
+    def has_fresh(self, now: float | None = None) -> bool:
+        """At least one ready endpoint with metrics younger than the staleness bound (readiness)."""
+        now = time.monotonic() if now is None else now
+        return any(not ep.is_stale(now, self.staleness) for ep in self.ready(now))

@@ -1,0 +1,122 @@
+"""Load scorers: model-server queue, KV-cache use, the picker's own in-flight count, LoRA affinity.
+
+Endpoints whose metrics are stale score 0 on scraped signals (stale counts as saturated).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from inferplane.picker.endpoints import Endpoint
+from inferplane.picker.scheduling.plugin import CycleContext, Scorer
+from inferplane.picker.scheduling.registry import register
+
+
+def min_max_scores(values: Sequence[float | None]) -> list[float]:
+    """(max − v)/(max − min) per value: the lowest scores 1, the highest 0, all equal 1; ``None`` scores 0."""
+    known = [v for v in values if v is not None]
+    if not known:
+        return [0.0] * len(values)
+    low, high = min(known), max(known)
+    if high == low:
+        return [0.0 if v is None else 1.0 for v in values]
+    span = high - low
+    return [0.0 if v is None else (high - v) / span for v in values]
+
+
+@register()
+class QueueScorer(Scorer):
+    """Fewer waiting requests is better: ``(maxQ − q)/(maxQ − minQ)`` over the candidates.
+
+    ``q`` is the scraped waiting queue plus the requests routed to the endpoint since that scrape,
+    which the scrape cannot show yet.
+    """
+
+    type_name = "queue-scorer"
+
+    def score(self, ctx: CycleContext, endpoints: Sequence[Endpoint]) -> list[float]:
+        now, staleness = ctx.now, ctx.staleness
+        return min_max_scores(
+            [
+                None
+                if ep.metrics is None or now - ep.updated_at > staleness
+                else ep.metrics.waiting + ep.routed_since_scrape
+                for ep in endpoints
+            ]
+        )
+
+
+@register()
+class KVCacheUtilizationScorer(Scorer):
+    """More free KV cache is better: ``1 − kv_cache_usage``."""
+
+    type_name = "kv-cache-utilization-scorer"
+
+    def score(self, ctx: CycleContext, endpoints: Sequence[Endpoint]) -> list[float]:
+        now, staleness = ctx.now, ctx.staleness
+        scores: list[float] = []
+        for ep in endpoints:
+            m = ep.metrics
+            if m is None or now - ep.updated_at > staleness:
+                scores.append(0.0)
+            else:
+                free = 1.0 - m.kv_cache_usage
+                scores.append(0.0 if free < 0.0 else min(free, 1.0))
+        return scores
+
+
+class InFlightParameters(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    #: Extra requests in flight (over the least loaded endpoint) at which the score reaches 0 ...
+    tolerance: float = Field(4, gt=0)
+    #: ... or this fraction of the mean in-flight count, whichever is larger (scales with load).
+    relative_tolerance: float = Field(0.5, ge=0)
+
+
+@register("active-request-scorer")
+class InFlightScorer(Scorer):
+    """Fewer requests in flight from this picker is better: ``1 − (n − min) / T``, floored at 0.
+
+    ``T = max(tolerance, relative_tolerance × mean)``. The count changes the moment a request is
+    routed or finishes, so it sees bursts that land between two scrapes, when every scraped signal
+    still looks the same. With the same weight as the prefix scorer, ``T`` reads as "how many extra
+    requests in flight a full prefix-cache hit is worth".
+    """
+
+    type_name = "in-flight-scorer"
+    Parameters = InFlightParameters
+
+    def score(self, ctx: CycleContext, endpoints: Sequence[Endpoint]) -> list[float]:
+        counts = [ep.in_flight for ep in endpoints]
+        if not counts:
+            return []
+        low = min(counts)
+        p: InFlightParameters = self.parameters  # type: ignore[assignment]
+        span = max(p.tolerance, p.relative_tolerance * sum(counts) / len(counts))
+        return [1.0 - (n - low) / span if n - low < span else 0.0 for n in counts]
+
+
+@register()
+class LoraAffinityScorer(Scorer):
+    """Prefer servers with the requested adapter loaded: 1.0 active, 0.8 free slot, 0.6 waiting, 0 full."""
+
+    type_name = "lora-affinity-scorer"
+
+    def score(self, ctx: CycleContext, endpoints: Sequence[Endpoint]) -> list[float]:
+        model = ctx.request.model
+        scores: list[float] = []
+        for ep in endpoints:
+            m = ep.metrics
+            if m is None or m.max_lora is None:
+                scores.append(0.8)
+            elif model in m.running_loras:
+                scores.append(1.0)
+            elif len(m.running_loras) < m.max_lora:
+                scores.append(0.8)
+            elif model in m.waiting_loras:
+                scores.append(0.6)
+            else:
+                scores.append(0.0)
+        return scores

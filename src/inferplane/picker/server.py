@@ -1,0 +1,169 @@
+"""The picker process: ext_proc gRPC, gRPC health, Prometheus and the scraper in one asyncio loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from typing import Any
+
+import grpc
+from prometheus_client import start_http_server
+
+from inferplane.picker.config import PickerConfig
+from inferplane.picker.discovery import EndpointSource
+from inferplane.picker.endpoints import Datastore
+from inferplane.picker.extproc import ExtProcService, add_to_server
+from inferplane.picker.health import PickerHealth
+from inferplane.picker.metrics import PickerMetrics
+from inferplane.picker.scheduling.profile import build_scheduler
+from inferplane.picker.scraper import MetricsScraper
+
+log = logging.getLogger("inferplane.picker")
+
+# One gRPC server per port; never share a port with another process (grpc's default is SO_REUSEPORT).
+# In BUFFERED mode Envoy sends a whole body in one message: allow more than gRPC's default 4 MiB.
+_GRPC_OPTIONS = [
+    ("grpc.so_reuseport", 0),
+    ("grpc.max_receive_message_length", 64 << 20),
+    ("grpc.max_send_message_length", 64 << 20),
+]
+
+
+class PickerServer:
+    """Owns every part of a running picker; ``start()`` binds the ports, ``stop()`` releases them."""
+
+    def __init__(self, config: PickerConfig) -> None:
+        self.config = config
+        self.datastore = Datastore(staleness=config.staleness, failure_grace=config.failure_grace)
+        self.metrics = PickerMetrics()
+        self.metrics.watch_pool(self.datastore, config.pool_name)
+        self.scheduler = build_scheduler(config, self.datastore, self.metrics)
+        self.service = ExtProcService(
+            self.scheduler,
+            self.metrics,
+            response_processing=config.response_processing,
+            priorities=config.objectives,
+            max_body_bytes=config.max_body_bytes,
+        )
+        self.health = PickerHealth(self.datastore)
+        self.scraper = MetricsScraper(
+            self.datastore, config.scrape_interval, config.scrape_timeout, config.metrics_path
+        )
+        self.source = EndpointSource(
+            self.datastore,
+            config.endpoints,
+            config.endpoints_file,
+            config.endpoints_file_poll_interval,
+            on_change=self._endpoints_changed,
+        )
+        self.grpc_port = 0
+        self.health_port = 0
+        self.metrics_port = 0
+        self._grpc: grpc.aio.Server | None = None
+        self._health_grpc: grpc.aio.Server | None = None
+        self._metrics_http: Any = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def _endpoints_changed(self, removed: list[str]) -> None:
+        self.scraper.sync()
+        self.scheduler.forget_endpoints(removed)
+
+    async def start(self) -> None:
+        config = self.config
+        self.source.refresh()
+        self.scraper.sync()
+
+        self._grpc = grpc.aio.server(options=_GRPC_OPTIONS)
+        add_to_server(self.service, self._grpc)
+        self.health.add_to_server(self._grpc)  # also on the ext_proc port, for a proxy health-checking it
+        self.grpc_port = self._bind(self._grpc, config.grpc_port, "grpc_port")
+
+        self._health_grpc = grpc.aio.server(options=_GRPC_OPTIONS)
+        self.health.add_to_server(self._health_grpc)
+        self.health_port = self._bind(self._health_grpc, config.health_port, "health_port")
+
+        try:
+            self._metrics_http, _ = start_http_server(config.metrics_port, config.host, self.metrics.registry)
+        except OSError as exc:
+            raise OSError(f"metrics_port {config.metrics_port} on {config.host}: {exc}") from None
+        self.metrics_port = self._metrics_http.server_port
+
+        await self._grpc.start()
+        await self._health_grpc.start()
+        await self.health.start()
+        if config.endpoints_file is not None:
+            self._tasks.append(asyncio.create_task(self.source.watch(), name="endpoints file"))
+
+    def _bind(self, server: grpc.aio.Server, port: int, field: str) -> int:
+        address = f"{self.config.host}:{port}"
+        try:
+            bound = server.add_insecure_port(address)
+        except RuntimeError as exc:
+            raise OSError(f"{field}: cannot listen on {address}: {exc}") from None
+        if bound == 0:
+            raise OSError(f"{field}: cannot listen on {address}")
+        return bound
+
+    async def stop(self, grace: float = 1.0) -> None:
+        """Stop promptly: health first (NOT_SERVING), then gRPC with a short grace, scraper, metrics."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        with contextlib.suppress(Exception):
+            await self.health.stop()
+        jobs = [server.stop(grace) for server in (self._grpc, self._health_grpc) if server is not None]
+        if self._metrics_http is not None:
+            jobs.append(asyncio.to_thread(self._close_metrics, self._metrics_http))
+            self._metrics_http = None
+        await asyncio.gather(*jobs)
+        await self.scraper.close()
+
+    @staticmethod
+    def _close_metrics(httpd: Any) -> None:
+        httpd.shutdown()  # waits for serve_forever's poll (0.5 s): run off the event loop
+        httpd.server_close()
+
+
+async def run(config: PickerConfig, ready: asyncio.Event | None = None) -> None:
+    """Serve until SIGTERM / SIGINT."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    server = PickerServer(config)
+    try:
+        await server.start()
+        log.info(
+            "picker ready: ext_proc %s:%d, health %d, metrics %d, %d endpoint(s)",
+            config.host, server.grpc_port, server.health_port, server.metrics_port, len(server.datastore),
+        )
+        if ready is not None:
+            ready.set()
+        await stop.wait()
+    finally:
+        log.info("picker stopping")
+        await server.stop(grace=0.5)
+
+
+def serve(config: PickerConfig) -> int:
+    """Run the picker in one event loop (uvloop when installed); 0 on a clean stop, 1 when a port is taken."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per scrape otherwise
+    try:
+        import uvloop
+    except ImportError:
+        uvloop = None  # type: ignore[assignment]
+    try:
+        if uvloop is not None:
+            uvloop.run(run(config))
+        else:
+            asyncio.run(run(config))
+    except OSError as exc:
+        log.error("%s", exc)
+        return 1
+    return 0
