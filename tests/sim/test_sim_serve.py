@@ -1,0 +1,96 @@
+"""``inferplane serve --engine sim`` as a user runs it: a real process answering the OpenAI API."""
+
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import httpx
+import openai
+import pytest
+
+SYSTEM_PROMPT = (
+    "You are a careful assistant for an inference platform. You answer questions about routing, "
+    "prefix caching, KV-cache memory and batching with short, precise explanations and examples."
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    config = tmp_path_factory.mktemp("sim-serve") / "server.yaml"
+    config.write_text("server:\n  engine: sim\n  sim:\n    time_scale: 0.01\n")
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "inferplane", "serve", "--config", str(config), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):  # up to ~60 s on a busy machine
+            if process.poll() is not None:
+                raise AssertionError(f"server exited: {process.stdout.read() if process.stdout else ''}")
+            try:
+                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        else:
+            raise AssertionError("server did not become healthy")
+        yield base
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def test_repeated_chat_prompt_is_served_from_the_prefix_cache(server: str) -> None:
+    client = openai.OpenAI(base_url=f"{server}/v1", api_key="unused", max_retries=0)
+    model = client.models.list().data[0].id
+    messages = [
+        {"role": "system", "content": SYSTEM_PROMPT},
+        {"role": "user", "content": "Why does prefix-aware routing help?"},
+    ]
+    first = client.chat.completions.create(model=model, messages=messages, max_tokens=12)  # type: ignore[arg-type]
+    second = client.chat.completions.create(model=model, messages=messages, max_tokens=12)  # type: ignore[arg-type]
+    assert first.choices[0].message.content
+    assert second.usage is not None and second.usage.prompt_tokens == first.usage.prompt_tokens  # type: ignore[union-attr]
+    details = second.usage.prompt_tokens_details
+    assert details is not None and details.cached_tokens is not None
+    assert details.cached_tokens > 0
+    assert second.usage.completion_tokens <= 12
+
+    metrics = httpx.get(f"{server}/metrics", timeout=5).text
+    lines = {line.split("{")[0].split(" ")[0] for line in metrics.splitlines() if line.startswith("vllm:")}
+    assert "vllm:kv_cache_usage_perc" in lines
+    hits = [line for line in metrics.splitlines() if line.startswith("vllm:prefix_cache_hits_total")]
+    assert hits and float(hits[0].rsplit(" ", 1)[1]) >= details.cached_tokens
+
+
+def test_streaming_chat_ends_with_usage(server: str) -> None:
+    client = openai.OpenAI(base_url=f"{server}/v1", api_key="unused", max_retries=0)
+    model = client.models.list().data[0].id
+    stream = client.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": "Stream a short answer."}],
+        max_tokens=8,
+        stream=True,
+        stream_options={"include_usage": True},
+        extra_body={"ignore_eos": True},
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text.strip()
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 8
