@@ -140,9 +140,13 @@ def test_busy_replica_is_avoided(platform: Platform, client: openai.OpenAI) -> N
         stream=True,
         extra_body={"ignore_eos": True},
     )
-    next(iter(long_stream))  # the long request is running now
-    running = [_metric(platform.server_url(i), "vllm:num_requests_running") for i in range(2)]
-    assert sorted(running) == [0.0, 1.0]
+    chunks = iter(long_stream)
+    while not any(c.delta.content for c in next(chunks).choices):
+        pass  # the role chunk comes first; a content chunk means the long request is generating
+    deadline = time.monotonic() + 5
+    while sorted(running := [_metric(platform.server_url(i), "vllm:num_requests_running") for i in range(2)]) != [0, 1]:
+        assert time.monotonic() < deadline, f"running requests per replica: {running}"
+        time.sleep(0.05)
     busy, idle = (0, 1) if running[0] == 1.0 else (1, 0)
     before = [_metric(platform.server_url(i), "vllm:request_success_total") for i in range(2)]
     for n in range(4):
