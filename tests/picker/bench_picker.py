@@ -69,7 +69,7 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def bench_extproc(requests: int, concurrency: int, sse_chunks: int) -> None:
+async def bench_extproc(requests: int, concurrency: int, sse_chunks: int, extra_yaml: str = "") -> None:
     import grpc
     from envoy.config.core.v3 import base_pb2
     from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
@@ -84,7 +84,7 @@ async def bench_extproc(requests: int, concurrency: int, sse_chunks: int) -> Non
             config = Path(tmp) / "p.yaml"
             config.write_text(
                 "picker:\n  grpc_port: 19402\n  health_port: 19403\n  metrics_port: 19490\n"
-                f"  endpoints: {endpoints}\n"
+                f"  endpoints: {endpoints}\n{extra_yaml}"
             )
             profile = ["-m", "cProfile", "-o", os.environ["PICKER_PROFILE"]] if os.environ.get("PICKER_PROFILE") else []
             command = [sys.executable, *profile, "-m", "inferplane", "picker", "--config", str(config)]
@@ -165,10 +165,12 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--sse-chunks", type=int, default=0)
     parser.add_argument("--skip-extproc", action="store_true")
+    parser.add_argument("--flow-control", action="store_true", help="run the picker with flow control on")
     args = parser.parse_args()
     bench_scheduling(args.endpoints, args.requests, args.prompt_chars)
     if not args.skip_extproc:
-        asyncio.run(bench_extproc(args.requests, args.concurrency, args.sse_chunks))
+        extra = "  flow_control: {enabled: true}\n" if args.flow_control else ""
+        asyncio.run(bench_extproc(args.requests, args.concurrency, args.sse_chunks, extra))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Run the endpoint picker: an Envoy ext_proc gRPC service choosing the "
         "model server for each inference request (Gateway API Inference Extension protocol).",
     )
-    parser.add_argument("--config", metavar="FILE", help="YAML file; settings under its `picker` section")
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="YAML file; settings under its `picker` section (and `kubernetes`, as the Helm chart writes it)",
+    )
     parser.add_argument("--grpc-port", type=int, help="override picker.grpc_port")
     parser.add_argument(
         "--endpoint",
@@ -28,11 +32,12 @@ def run(args: argparse.Namespace) -> int:
     """Load the configuration and serve until SIGTERM / SIGINT."""
     from pydantic import ValidationError
 
-    from inferplane.configfile import ConfigError, format_validation_error, load_model
+    from inferplane.configfile import ConfigError, format_validation_error
     from inferplane.picker.config import PickerConfig
+    from inferplane.picker.kubernetes.config import load_picker_config
     from inferplane.picker.server import serve
 
-    config = load_model(PickerConfig, args.config, section="picker")
+    config = load_picker_config(args.config)  # the `picker` section, plus a top-level `kubernetes` one
     overrides: dict[str, object] = {}
     if args.grpc_port is not None:
         overrides["grpc_port"] = args.grpc_port

@@ -8,6 +8,10 @@ from typing import Annotated, Any, ClassVar
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from inferplane.picker.addresses import parse_address
+from inferplane.picker.flowcontrol.config import FlowControlConfig
+from inferplane.picker.kubernetes.config import KubernetesConfig
+from inferplane.picker.objectives import ObjectiveSpec
+from inferplane.picker.rewrite import ModelRewrite
 from inferplane.picker.scheduling import registry
 
 #: ``ip:port``, normalised; host names are refused (ORIGINAL_DST needs an address).
@@ -122,8 +126,32 @@ class PickerConfig(BaseModel):
     response_processing: bool = True
     #: Largest request body the picker buffers to parse; larger ones get 413.
     max_body_bytes: int = Field(64 << 20, gt=0)
-    #: InferenceObjective name -> priority (negative = sheddable), chosen per request by header.
-    objectives: dict[str, int] = Field(default_factory=dict)
+    #: InferenceObjective name -> ``{priority}`` (or just the priority; negative = sheddable), chosen per
+    #: request by header ``x-llm-d-inference-objective`` (older ``x-gateway-inference-objective``).
+    objectives: dict[str, int | ObjectiveSpec] = Field(default_factory=dict)
+    #: The objective of requests naming none (or an unknown one); "" = priority 0, no objective.
+    default_objective: str = ""
+    #: Queue requests while the pool is saturated (priority bands, tenant fairness, TTL); see flow_control.
+    flow_control: FlowControlConfig = Field(default_factory=FlowControlConfig)
+    #: InferenceModelRewrite-shaped rules:
+    #: ``[{name, rules: [{matches: [{model: {value}}], targets: [{modelRewrite, weight}]}]}]``.
+    model_rewrites: list[ModelRewrite] = Field(default_factory=list)
+    #: A YAML file of more rewrites (InferenceModelRewrite resources or the list above), re-read when it changes.
+    model_rewrites_file: Path | None = None
+    model_rewrites_file_poll_interval: float = Field(1.0, gt=0)
+    #: Discover endpoints (and objectives, rewrites) from an InferencePool on Kubernetes; off when absent.
+    kubernetes: KubernetesConfig | None = None
+
+    @model_validator(mode="after")
+    def _default_objective_exists(self) -> PickerConfig:
+        # With Kubernetes discovery the default may be an InferenceObjective that only the cluster defines.
+        from_cluster = self.kubernetes is not None
+        if self.default_objective and self.default_objective not in self.objectives and not from_cluster:
+            raise ValueError(
+                f"default_objective {self.default_objective!r} is not one of the objectives "
+                f"({', '.join(sorted(self.objectives)) or 'none configured'})"
+            )
+        return self
 
     @model_validator(mode="after")
     def _staleness_covers_interval(self) -> PickerConfig:

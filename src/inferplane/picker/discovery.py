@@ -32,6 +32,8 @@ class EndpointSource:
         self._file_state: tuple[float, int] | None = None
         self._file_addresses: list[str] = []
         self._warned_missing = False
+        #: Addresses from a discovery backend (Kubernetes pods), applied with the static list and the file.
+        self._discovered: list[str] = []
 
     def refresh(self) -> bool:
         """Re-read the file if it changed; apply the union to the datastore. True when something changed."""
@@ -49,12 +51,17 @@ class EndpointSource:
                 self._file_state, self._file_addresses = None, []
             except (OSError, ValueError) as exc:
                 log.warning("endpoints file %s not applied: %s", self.file, exc)  # keep the last good list
-        added, removed = self.datastore.set_addresses([*self.static, *self._file_addresses])
+        added, removed = self.datastore.set_addresses([*self.static, *self._file_addresses, *self._discovered])
         if added or removed:
             log.info("endpoints: +%s -%s", [ep.address for ep in added], [ep.address for ep in removed])
             if self.on_change is not None:
                 self.on_change([ep.address for ep in removed])
         return bool(added or removed)
+
+    def set_discovered(self, addresses: list[str]) -> bool:
+        """Replace the discovered addresses (Kubernetes watch) and apply; True when the pool changed."""
+        self._discovered = list(addresses)
+        return self.refresh()
 
     async def watch(self) -> None:
         """Poll the file until cancelled."""

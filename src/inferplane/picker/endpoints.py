@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -34,9 +37,27 @@ class Endpoint:
     last_error: str = ""
     #: Requests this picker routed here whose ext_proc stream has not ended yet.
     in_flight: int = 0
-    #: Requests routed here since the last successful scrape: not yet visible in ``metrics``.
+    #: Requests routed here since the last successful scrape (and still in flight): not yet visible in ``metrics``.
     routed_since_scrape: int = 0
+    #: Requests routed before the last scrape that finished since: ``metrics`` still shows their load.
+    finished_since_scrape: int = 0
+    #: Counts successful scrapes; a request remembers it when routed, to know which count it is in.
+    scrape_generation: int = 0
     removed: bool = field(default=False, repr=False)
+
+    @property
+    def pending(self) -> int:
+        """Requests the scraped metrics do not show yet, net of finished ones the scrape still shows."""
+        return self.routed_since_scrape - self.finished_since_scrape
+
+    def request_finished(self, generation: int) -> None:
+        """A request routed here (at scrape ``generation``) finished: capacity may have appeared."""
+        self.in_flight -= 1
+        if generation == self.scrape_generation:
+            if self.routed_since_scrape > 0:
+                self.routed_since_scrape -= 1
+        else:
+            self.finished_since_scrape += 1
 
     def is_stale(self, now: float, staleness: float) -> bool:
         """Metrics older than ``staleness`` seconds (or none at all): treat the endpoint as saturated."""
@@ -50,6 +71,10 @@ class Datastore:
         self.staleness = staleness
         self.failure_grace = failure_grace
         self._endpoints: dict[str, Endpoint] = {}
+        #: Called after each successful scrape and when endpoints join: capacity may have appeared.
+        self.listeners: list[Callable[[], None]] = []
+        #: Bumped on every change of endpoints or their scraped state (for caches of derived values).
+        self.version = 0
 
     def set_addresses(self, addresses: Iterable[str]) -> tuple[list[Endpoint], list[Endpoint]]:
         """Make the pool exactly ``addresses``; keep known endpoints' state. Returns (added, removed)."""
@@ -61,7 +86,17 @@ class Datastore:
             del self._endpoints[ep.address]
         for ep in added:
             self._endpoints[ep.address] = ep
+        if added or removed:
+            self.version += 1
         return added, removed
+
+    def notify(self) -> None:
+        """Tell the listeners capacity may have changed; one failing listener does not stop the others."""
+        for listener in self.listeners:
+            try:
+                listener()
+            except Exception:
+                log.exception("datastore listener failed")
 
     def get(self, address: str) -> Endpoint | None:
         return self._endpoints.get(address)
@@ -76,15 +111,21 @@ class Datastore:
         """A successful scrape: fresh metrics, failure run over."""
         endpoint.metrics = metrics
         endpoint.routed_since_scrape = 0
+        endpoint.finished_since_scrape = 0
+        endpoint.scrape_generation += 1
         endpoint.updated_at = time.monotonic() if now is None else now
         endpoint.failing_since = None
         endpoint.last_error = ""
+        self.version += 1
+        if self.listeners:
+            self.notify()
 
     def record_failure(self, endpoint: Endpoint, error: str, now: float | None = None) -> None:
         """A failed scrape; the endpoint leaves the ready set once failures last ``failure_grace``."""
         if endpoint.failing_since is None:
             endpoint.failing_since = time.monotonic() if now is None else now
         endpoint.last_error = error
+        self.version += 1
 
     def is_ready(self, endpoint: Endpoint, now: float) -> bool:
         """Scraped at least once and not failing for longer than the grace period."""

@@ -68,3 +68,31 @@ class NoReadyEndpoint(RequestRejected):
 
 class InternalError(RequestRejected):
     """A bug in the picker; logged with its traceback, reported without it (500)."""
+
+
+class QueueFull(RequestRejected):
+    """Flow control: the request's priority band holds its limit of requests or bytes (429)."""
+
+    status = 429
+    reason = "rejected-queue-full"
+    error_type = "rate_limit_exceeded"
+    error_code = "InferencePoolResourceExhausted"
+
+
+class QueueTimeout(RequestRejected):
+    """Flow control: the request waited its time-to-live in the queue without capacity (503)."""
+
+    status = 503
+    reason = "queue-ttl-expired"
+    error_type = "service_unavailable"
+    error_code = "ServiceUnavailable"
+
+
+
+class Evicted(RequestRejected):
+    """Flow control: a sheddable request in flight was stopped to make room for more important work (429)."""
+
+    status = 429
+    reason = "evicted-for-priority"
+    error_type = "rate_limit_exceeded"
+    error_code = "InferencePoolResourceExhausted"

@@ -1,7 +1,8 @@
 """The Envoy ext_proc service: one gRPC stream per HTTP request, answered per design.md §1.
 
 Request path (request body FULL_DUPLEX_STREAMED): keep the headers, buffer the body chunks until
-end of stream, parse and schedule, then answer the *request headers* with the destination header,
+end of stream, parse, rewrite the model name, admit (flow control may hold the request until the
+pool has room) and schedule, then answer the *request headers* with the destination header,
 ``Content-Length``, ``clear_route_cache`` and matching ``envoy.lb`` dynamic metadata, and stream the
 body back in chunks of at most 62,000 bytes. Problems become an ImmediateResponse with an OpenAI
 error body, never a gRPC error. Response path: headers, body chunks and trailers pass straight
@@ -10,9 +11,10 @@ through; the status and ``usage`` feed the metrics.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -29,16 +31,21 @@ from inferplane.picker.errors import (
     DROPPED_REASON_HEADER,
     BadRequest,
     BodyTooLarge,
+    Evicted,
     InternalError,
     RequestRejected,
 )
+from inferplane.picker.flowcontrol.controller import DEFAULT_FAIRNESS_ID, FlowController
+from inferplane.picker.flowcontrol.policies import QueueItem
 from inferplane.picker.metrics import PickerMetrics
+from inferplane.picker.objectives import Objectives, ObjectiveSpec
 from inferplane.picker.request import (
     REQUEST_ID,
     InferenceRequest,
     from_headers,
     parse_body,
 )
+from inferplane.picker.rewrite import ModelRewrites
 from inferplane.picker.scheduling.profile import Scheduler
 
 log = logging.getLogger(__name__)
@@ -168,13 +175,23 @@ class RequestStream:
         self.sse_tail = b""
         self.json_chunks: list[bytes] = []
         self.response_done = False
+        # flow control: the body to send once dispatched, the queue item while held, the answer when decided
+        self.body = b""
+        self.end_of_stream = False
+        self.trailers_follow = False
+        self.queue_item: QueueItem | None = None
+        self.deferred: list[pb.ProcessingResponse] | None = None
+        self._wake: asyncio.Future[None] | None = None
+        self.generation = 0  # the picked endpoint's scrape generation when routed
+        #: Set for a sheddable request in flight that may be evicted (``flow_control.evict_sheddable``).
+        self.evict_signal: asyncio.Future[None] | None = None
 
     # ---- request path -------------------------------------------------------------------
 
     def on_request_headers(self, message: pb.ProcessingRequest) -> list[pb.ProcessingResponse]:
         headers = header_map(message.request_headers.headers)
         self.add_request_id = not headers.get(REQUEST_ID)
-        self.request = from_headers(headers, self.service.priorities)
+        self.request = from_headers(headers, self.service.objectives)
         body_follows = not message.request_headers.end_of_stream
         if body_follows and self.request_mode == _FULL_DUPLEX:
             return []  # answered once the whole body is in
@@ -201,27 +218,44 @@ class RequestStream:
 
     def on_request_trailers(self, message: pb.ProcessingRequest) -> list[pb.ProcessingResponse]:
         # With trailers the last body chunk does not carry end_of_stream: the trailers end the body.
-        responses = [] if self.scheduled else self._finish_body(end_of_stream=False)
-        if self.finished:
-            return responses
+        self.trailers_follow = True
+        responses = [] if self.scheduled or self.queue_item is not None else self._finish_body(end_of_stream=False)
+        if self.finished or self.waiting:
+            return responses  # a held request gets its trailers answer when dispatched
         responses.append(pb.ProcessingResponse(request_trailers=pb.TrailersResponse()))
         self.request_sent = True
         return responses
 
     def _finish_body(self, end_of_stream: bool) -> list[pb.ProcessingResponse]:
-        if self.request is None:
+        """Parse, rewrite, admit; the routing answer now, or nothing while flow control holds the request."""
+        request = self.request
+        if request is None:
             raise BadRequest("request body arrived before its headers")
         raw = b"".join(self.chunks)
         self.chunks = []
-        parse_body(self.request, raw)
-        changed = self.request.body_changed
-        if changed:
-            raw = orjson.dumps(self.request.body)
+        parse_body(request, raw)
+        service = self.service
+        if service.rewrites and not request.body_changed:  # the rewrite header, when sent, wins
+            service.rewrites.apply(request)
+        if request.body_changed:
+            raw = orjson.dumps(request.body)
+        self.body, self.end_of_stream = raw, end_of_stream
+        service.on_admitting(self)
+        if service.flow is None:
+            return self._send_body()
+        self.queue_item = service.flow.enqueue(self, request, len(raw))  # may call dispatched() at once
+        if self.deferred is None:
+            return []  # held: Process awaits wait()
+        return self.take_deferred()
+
+    def _send_body(self) -> list[pb.ProcessingResponse]:
+        """Schedule, then the routing answer and the (possibly rewritten) body."""
+        raw, end_of_stream = self.body, self.end_of_stream
         common = self._route(raw)
         self.request_sent = end_of_stream
         if self.request_mode == _BUFFERED:
             # BUFFERED: the headers are still held, so the routing mutations ride on the body response.
-            if changed:
+            if self.request is not None and self.request.body_changed:
                 common.body_mutation.body = raw
             return [pb.ProcessingResponse(request_body=pb.BodyResponse(response=common),
                                           dynamic_metadata=self._metadata())]
@@ -229,15 +263,82 @@ class RequestStream:
                                         dynamic_metadata=self._metadata())
         return [headers, *body_chunks(raw, end_of_stream)]
 
+    # ---- flow control (QueueOwner) ------------------------------------------------------------
+
+    @property
+    def waiting(self) -> bool:
+        """Held by flow control, no decision yet."""
+        return self.queue_item is not None and self.deferred is None
+
+    def dispatched(self) -> None:
+        """Flow control let the request go: route it now (synchronously, so the pool's load counts it)."""
+        try:
+            responses = self._send_body()
+        except RequestRejected as error:
+            responses = self._reject_request(error)
+        except Exception:
+            log.exception("ext_proc: failed routing a request released by flow control")
+            responses = self._reject_request(InternalError("internal error in the endpoint picker"))
+        self._decide(responses)
+
+    def rejected(self, error: RequestRejected) -> None:
+        """Flow control gave up on the request (time-to-live)."""
+        self._decide(self._reject_request(error))
+
+    def _decide(self, responses: list[pb.ProcessingResponse]) -> None:
+        # A request that was held owes the trailers answer too (on_request_trailers left it out).
+        if not self.finished and self.trailers_follow and self.queue_item is not None:
+            responses.append(pb.ProcessingResponse(request_trailers=pb.TrailersResponse()))
+            self.request_sent = True
+        self.deferred = responses
+        if self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
+
+    async def wait(self) -> list[pb.ProcessingResponse]:
+        """Until flow control decides; cancelled (client gone) → ``close()`` takes the request out of the queue."""
+        if self.deferred is None:
+            self._wake = asyncio.get_running_loop().create_future()
+            await self._wake
+        return self.take_deferred()
+
+    def evict(self) -> None:
+        """Stop this sheddable request in flight (Process answers with an ImmediateResponse)."""
+        if self.evict_signal is not None and not self.evict_signal.done():
+            self.evict_signal.set_result(None)
+
+    async def next_message(self, messages: AsyncIterator[pb.ProcessingRequest]) -> pb.ProcessingRequest | None:
+        """The next message from Envoy, or ``None`` when the stream ended or the request was evicted first."""
+        assert self.evict_signal is not None
+        read = asyncio.ensure_future(anext(messages, None))
+        await asyncio.wait((read, self.evict_signal), return_when=asyncio.FIRST_COMPLETED)
+        if read.done():
+            return read.result()
+        read.cancel()
+        return None
+
+    def take_deferred(self) -> list[pb.ProcessingResponse]:
+        responses, self.deferred = self.deferred or [], []
+        return responses
+
+    def _reject_request(self, error: RequestRejected) -> list[pb.ProcessingResponse]:
+        self.finished = True
+        self.service.on_rejected(self, error)
+        return [immediate_response(error)]
+
     def _route(self, body: bytes | None) -> pb.CommonResponse:
         """Schedule; the header mutations (with ``clear_route_cache``) that send the request on."""
         request = self.request
         assert request is not None
-        picked = self.service.scheduler.schedule(request, self.subset)
+        service = self.service
+        picked = service.scheduler.schedule(request, self.subset, admission=service.flow is None)
         self.scheduled = True
         self.picked = picked
         for endpoint in picked[:1]:
             endpoint.in_flight += 1
+            self.generation = endpoint.scrape_generation
+        if request.sheddable and service.evicting:
+            self.evict_signal = asyncio.get_running_loop().create_future()
+            service.evictable[self] = None
         self.service.on_scheduled(self, body)
         self.destination = ",".join(ep.address for ep in picked)
         set_headers = [_header(DESTINATION_ENDPOINT, self.destination)]
@@ -341,16 +442,19 @@ class RequestStream:
             return body_chunks(body.body, body.end_of_stream, phase="response_body")
         if kind == "response_trailers":
             return [pb.ProcessingResponse(response_trailers=pb.TrailersResponse())]
-        self.finished = True
-        self.service.on_rejected(self, error)
-        return [immediate_response(error)]
+        return self._reject_request(error)
 
     def close(self) -> None:
         """The gRPC stream ended: the request is over (completed, rejected or cancelled)."""
         if self.status and not self.response_done:
             self._response_complete()  # Envoy stopped sending the response (body mode NONE, or reset)
+        flow = self.service.flow
+        if self.queue_item is not None and flow is not None:
+            flow.cancel(self.queue_item)  # still queued: the client went away
+        if self.evict_signal is not None:
+            self.service.evictable.pop(self, None)
         for endpoint in self.picked[:1]:
-            endpoint.in_flight -= 1
+            endpoint.request_finished(self.generation)
         self.service.on_closed(self)
 
     _HANDLERS: ClassVar[dict[str | None, Callable[[RequestStream, pb.ProcessingRequest], list[pb.ProcessingResponse]]]] = {
@@ -371,29 +475,55 @@ class ExtProcService(pb_grpc.ExternalProcessorServicer):
         scheduler: Scheduler,
         metrics: PickerMetrics | None = None,
         response_processing: bool = True,
-        priorities: dict[str, int] | None = None,
+        objectives: Objectives | Mapping[str, int | ObjectiveSpec] | None = None,
         max_body_bytes: int = 64 << 20,
+        flow: FlowController | None = None,
+        rewrites: ModelRewrites | None = None,
     ) -> None:
         self.scheduler = scheduler
         self.max_body_bytes = max_body_bytes
         self.metrics = metrics
         self.response_processing = response_processing
-        self.priorities = priorities or {}
+        self.objectives = objectives if isinstance(objectives, Objectives) else Objectives(objectives)
+        #: Holds requests while the pool is saturated; ``None``: admission is the scheduler's sheddable check.
+        self.flow = flow
+        self.rewrites = rewrites
         self._warned_mode = False
         self._model_series: dict[tuple[str, str], ModelSeries] = {}
+        self._tenant_series: dict[tuple[str, int, str], TenantSeries] = {}
+        #: Sheddable requests in flight that may be evicted, oldest first (``flow_control.evict_sheddable``).
+        self.evictable: dict[RequestStream, None] = {}
+        self.evicting = flow is not None and flow.config.evict_sheddable
+        if self.evicting:
+            assert flow is not None
+            flow.on_critical_waiting = self._evict_one
 
     async def Process(
         self, request_iterator: AsyncIterator[pb.ProcessingRequest], context: object
     ) -> AsyncIterator[pb.ProcessingResponse]:
         stream = RequestStream(self)
+        messages = aiter(request_iterator)
         try:
-            async for message in request_iterator:
+            while True:
+                if stream.evict_signal is None:
+                    message = await anext(messages, None)
+                else:  # a sheddable request in flight: also listen for its eviction
+                    message = await stream.next_message(messages)
+                    if message is None and stream.evict_signal.done():
+                        error = Evicted("the request was stopped to make room for more important requests")
+                        yield stream._reject_request(error)[0]
+                        return
+                if message is None:
+                    return
                 if message.HasField("protocol_config"):
                     self._check_protocol(message.protocol_config)
                     stream.request_mode = message.protocol_config.request_body_mode
                     stream.response_mode = message.protocol_config.response_body_mode
                 for response in stream.handle(message):
                     yield response
+                if stream.waiting:  # held by flow control: no other message comes before our answer
+                    for response in await stream.wait():
+                        yield response
                 if stream.finished:
                     return  # after an ImmediateResponse Envoy expects nothing more
                 if stream.request_sent and not self.response_processing:
@@ -403,6 +533,15 @@ class ExtProcService(pb_grpc.ExternalProcessorServicer):
                     return
         finally:
             stream.close()
+
+    def _evict_one(self) -> None:
+        """A non-sheddable request waits: evict the newest in-flight request of the lowest priority, if any."""
+        if not self.evictable:
+            return
+        victim = min(reversed(self.evictable), key=lambda s: s.request.priority if s.request else 0)
+        del self.evictable[victim]
+        log.info("evicting sheddable request %s", victim.request and victim.request.request_id)
+        victim.evict()
 
     def _check_protocol(self, config: pb.ProtocolConfiguration) -> None:
         if config.request_body_mode not in _SUPPORTED_REQUEST_MODES and not self._warned_mode:
@@ -423,6 +562,19 @@ class ExtProcService(pb_grpc.ExternalProcessorServicer):
             series = self._model_series[key] = ModelSeries(self.metrics, *key)
         return series
 
+    def _tenant(self, request: InferenceRequest) -> TenantSeries:
+        key = (request.objective, request.priority, request.fairness_id or DEFAULT_FAIRNESS_ID)
+        series = self._tenant_series.get(key)
+        if series is None:
+            assert self.metrics is not None
+            series = self._tenant_series[key] = TenantSeries(self.metrics, *key)
+        return series
+
+    def on_admitting(self, stream: RequestStream) -> None:
+        """A parsed request is about to be admitted (counted per objective and tenant)."""
+        if self.metrics is not None and stream.request is not None:
+            self._tenant(stream.request).requests.inc()
+
     def on_scheduled(self, stream: RequestStream, body: bytes | None) -> None:
         request = stream.request
         assert request is not None
@@ -441,6 +593,9 @@ class ExtProcService(pb_grpc.ExternalProcessorServicer):
             model = request.requested_model if request else ""
             target = request.model if request else ""
             self.metrics.errors.labels(model, target, error.error_code).inc()
+            priority = str(request.priority) if request else "0"
+            tenant = (request.fairness_id if request else "") or DEFAULT_FAIRNESS_ID
+            self.metrics.dropped.labels(error.reason, priority, tenant).inc()
 
     def on_response_complete(self, stream: RequestStream) -> None:
         request = stream.request
@@ -452,15 +607,20 @@ class ExtProcService(pb_grpc.ExternalProcessorServicer):
         if stream.status >= 400:
             self.metrics.errors.labels(request.requested_model, request.model, "ModelServerError").inc()
         if stream.usage is not None:
+            tenant = self._tenant(request)
             if stream.usage.prompt_tokens > 0:
                 series.input_tokens.observe(stream.usage.prompt_tokens)
+                tenant.input_tokens.inc(stream.usage.prompt_tokens)
             if stream.usage.completion_tokens > 0:
                 series.output_tokens.observe(stream.usage.completion_tokens)
+                tenant.output_tokens.inc(stream.usage.completion_tokens)
 
     def on_closed(self, stream: RequestStream) -> None:
         request = stream.request
         if self.metrics is not None and stream.scheduled and request is not None and request.model:
             self._series(request).running.dec()
+        if stream.picked and self.flow is not None:
+            self.flow.pump()  # a request finished: capacity may have appeared
 
 
 class ModelSeries:
@@ -474,6 +634,15 @@ class ModelSeries:
         self.input_tokens = metrics.input_tokens.labels(model, target)
         self.output_tokens = metrics.output_tokens.labels(model, target)
         self.running = metrics.running.labels(model)
+
+
+class TenantSeries:
+    """Per (objective, priority, fairness id) label children of the objective counters."""
+
+    def __init__(self, metrics: PickerMetrics, objective: str, priority: int, fairness_id: str) -> None:
+        self.requests = metrics.objective_requests.labels(objective, str(priority), fairness_id)
+        self.input_tokens = metrics.objective_tokens.labels(objective, fairness_id, "input")
+        self.output_tokens = metrics.objective_tokens.labels(objective, fairness_id, "output")
 
 
 def add_to_server(service: ExtProcService, server: object) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
@@ -19,6 +19,8 @@ _INPUT_TOKEN_BUCKETS = (1, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192,
                         131072, 262144, 524288, 1048576)
 _OUTPUT_TOKEN_BUCKETS = (1, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
 _MODEL = ("model_name", "target_model_name")
+_QUEUE_BUCKETS = (0.0001, 0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+_FLOW = ("fairness_id", "priority")
 
 
 class PickerMetrics:
@@ -52,6 +54,36 @@ class PickerMetrics:
                                          ("extension_point", "plugin_type", "plugin_name"),
                                          buckets=_SCHEDULER_BUCKETS, registry=r)
         self.info = Gauge("inference_extension_info", "Build information.", ("commit", "build_ref"), registry=r)
+        # flow control (GIE names and labels)
+        self.flow_queue_duration = Histogram(
+            "inference_extension_flow_control_request_queue_duration_seconds",
+            "Time requests spend in flow control, from enqueue to outcome.",
+            (*_FLOW, "outcome", "inference_pool", *_MODEL), buckets=_QUEUE_BUCKETS, registry=r)
+        self.flow_dispatch_cycle = Histogram("inference_extension_flow_control_dispatch_cycle_duration_seconds",
+                                             "Time of one flow-control dispatch cycle.",
+                                             buckets=_SCHEDULER_BUCKETS, registry=r)
+        self.flow_queue_size = Gauge("inference_extension_flow_control_queue_size",
+                                     "Requests held in flow control per fairness id and priority.",
+                                     (*_FLOW, "inference_pool", *_MODEL), registry=r)
+        self.flow_queue_bytes = Gauge("inference_extension_flow_control_queue_bytes",
+                                      "Body bytes held in flow control per fairness id and priority.",
+                                      (*_FLOW, "inference_pool", *_MODEL), registry=r)
+        self.pool_saturation = Gauge("inference_extension_flow_control_pool_saturation",
+                                     "Saturation of the pool (mean endpoint saturation; 1 = saturated).",
+                                     ("inference_pool",), registry=r)
+        self.rewrite_decisions = Counter("inference_extension_model_rewrite_decisions",
+                                         "Model-name rewrites per rewrite, requested model and target model.",
+                                         ("model_rewrite_name", "model_name", "target_model"), registry=r)
+        # inferplane's own: objectives and tenants
+        self.dropped = Counter("inferplane_picker_dropped_requests",
+                               "Requests the picker did not send on, by reason (the dropped-reason header value, "
+                               "or client-disconnected while queued).", ("reason", *reversed(_FLOW)), registry=r)
+        self.objective_requests = Counter("inferplane_picker_objective_requests",
+                                          "Requests per objective, priority and fairness id.",
+                                          ("objective", "priority", "fairness_id"), registry=r)
+        self.objective_tokens = Counter("inferplane_picker_objective_tokens",
+                                        "Tokens (from usage) per objective, fairness id and direction.",
+                                        ("objective", "fairness_id", "direction"), registry=r)
         from inferplane import __version__
 
         self.info.labels("", __version__).set(1)
@@ -59,6 +91,19 @@ class PickerMetrics:
     def watch_pool(self, datastore: Datastore, pool_name: str) -> None:
         """Export the pool gauges, computed from the datastore when Prometheus scrapes."""
         self.registry.register(PoolCollector(datastore, pool_name))
+
+    def watch_saturation(self, saturation: Callable[[], float], pool_name: str) -> None:
+        """Export the pool saturation, computed when Prometheus scrapes (off the event loop: torn reads retry)."""
+
+        def read() -> float:
+            for _ in range(3):
+                try:
+                    return saturation()
+                except RuntimeError:  # the pool changed size while being read
+                    continue
+            return 0.0
+
+        self.pool_saturation.labels(pool_name).set_function(read)
 
 
 class PoolCollector(Collector):

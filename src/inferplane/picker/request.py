@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
 from inferplane.picker.errors import BadRequest
+from inferplane.picker.objectives import OBJECTIVE_HEADERS, Objectives
 
 # Per-request headers (design.md §2); both spellings of the objective header are accepted.
 REQUEST_ID = "x-request-id"
-OBJECTIVE_HEADERS = ("x-llm-d-inference-objective", "x-gateway-inference-objective")
+__all__ = ["OBJECTIVE_HEADERS", "InferenceRequest", "from_headers", "parse_body"]
 FAIRNESS_ID = "x-llm-d-inference-fairness-id"
 SLO_TTFT_MS = "x-llm-d-slo-ttft-ms"
 SLO_TPOT_MS = "x-llm-d-slo-tpot-ms"
@@ -54,16 +56,23 @@ class InferenceRequest:
         return self.priority < 0
 
 
-def from_headers(headers: dict[str, str], priorities: dict[str, int] | None = None) -> InferenceRequest:
-    """A request from its (lower-cased) headers alone, before or without a body."""
-    objective = next((headers[name] for name in OBJECTIVE_HEADERS if headers.get(name)), "")
+def from_headers(
+    headers: dict[str, str], objectives: Objectives | Mapping[str, int] | None = None
+) -> InferenceRequest:
+    """A request from its (lower-cased) headers alone, before or without a body.
+
+    ``objectives`` resolves the objective header (unknown names get the default objective).
+    """
+    if not isinstance(objectives, Objectives):
+        objectives = Objectives(objectives)
+    objective = objectives.resolve(headers)
     return InferenceRequest(
         request_id=headers.get(REQUEST_ID) or str(uuid.uuid4()),
         method=headers.get(":method", "POST"),
         path=headers.get(":path", "/"),
         headers=headers,
-        objective=objective,
-        priority=(priorities or {}).get(objective, 0),
+        objective=objective.name,
+        priority=objective.priority,
         fairness_id=headers.get(FAIRNESS_ID, ""),
         slo_ttft_ms=_header_float(headers, SLO_TTFT_MS),
         slo_tpot_ms=_header_float(headers, SLO_TPOT_MS),

@@ -15,8 +15,12 @@ from inferplane.picker.config import PickerConfig
 from inferplane.picker.discovery import EndpointSource
 from inferplane.picker.endpoints import Datastore
 from inferplane.picker.extproc import ExtProcService, add_to_server
+from inferplane.picker.flowcontrol.controller import FlowController
 from inferplane.picker.health import PickerHealth
+from inferplane.picker.kubernetes.watcher import KubernetesWatcher
 from inferplane.picker.metrics import PickerMetrics
+from inferplane.picker.objectives import Objectives
+from inferplane.picker.rewrite import ModelRewrites, RewriteFileSource, rewrites_from_rules
 from inferplane.picker.scheduling.profile import build_scheduler
 from inferplane.picker.scraper import MetricsScraper
 
@@ -40,12 +44,27 @@ class PickerServer:
         self.metrics = PickerMetrics()
         self.metrics.watch_pool(self.datastore, config.pool_name)
         self.scheduler = build_scheduler(config, self.datastore, self.metrics)
+        self.metrics.watch_saturation(self.scheduler.pool_saturation, config.pool_name)
+        self.objectives = Objectives(config.objectives, config.default_objective)
+        self.rewrites = ModelRewrites(config.model_rewrites, metrics=self.metrics)
+        self.rewrite_file = (
+            RewriteFileSource(self.rewrites, config.model_rewrites_file, config.model_rewrites_file_poll_interval)
+            if config.model_rewrites_file is not None
+            else None
+        )
+        self.flow: FlowController | None = None
+        if config.flow_control.enabled:
+            self.flow = FlowController(config.flow_control, self.scheduler.is_saturated, self.metrics,
+                                       config.pool_name)
+            self.datastore.listeners.append(self.flow.pump)  # each scrape may show room
         self.service = ExtProcService(
             self.scheduler,
             self.metrics,
             response_processing=config.response_processing,
-            priorities=config.objectives,
+            objectives=self.objectives,
             max_body_bytes=config.max_body_bytes,
+            flow=self.flow,
+            rewrites=self.rewrites,
         )
         self.health = PickerHealth(self.datastore)
         self.scraper = MetricsScraper(
@@ -65,10 +84,29 @@ class PickerServer:
         self._health_grpc: grpc.aio.Server | None = None
         self._metrics_http: Any = None
         self._tasks: list[asyncio.Task[None]] = []
+        #: InferenceModelRewrite rules from the cluster (CRD ``spec.rules[]`` shape), newest list.
+        self.rewrite_rules: list[dict[str, Any]] = []
+        #: Kubernetes discovery (pool pods, InferenceObjectives, InferenceModelRewrites); None when off.
+        self.kubernetes: KubernetesWatcher | None = None
+        if config.kubernetes is not None:
+            self.kubernetes = KubernetesWatcher(
+                config.kubernetes,
+                on_addresses=self.source.set_discovered,
+                on_objectives=self._objectives_changed,
+                on_rewrites=self._rewrites_changed,
+            )
 
     def _endpoints_changed(self, removed: list[str]) -> None:
         self.scraper.sync()
         self.scheduler.forget_endpoints(removed)
+
+    def _objectives_changed(self, objectives: dict[str, int]) -> None:
+        """InferenceObjectives from the cluster; they override ``picker.objectives`` entries of the same name."""
+        self.objectives.set_source("kubernetes", objectives)
+
+    def _rewrites_changed(self, rules: list[dict[str, Any]]) -> None:
+        self.rewrite_rules = rules
+        self.rewrites.set_source("kubernetes", rewrites_from_rules(rules, "kubernetes"))
 
     async def start(self) -> None:
         config = self.config
@@ -95,6 +133,11 @@ class PickerServer:
         await self.health.start()
         if config.endpoints_file is not None:
             self._tasks.append(asyncio.create_task(self.source.watch(), name="endpoints file"))
+        if self.rewrite_file is not None:
+            self.rewrite_file.refresh()
+            self._tasks.append(asyncio.create_task(self.rewrite_file.watch(), name="model rewrites file"))
+        if self.kubernetes is not None:
+            await self.kubernetes.start()  # waits (bounded) for the first pod list
 
     def _bind(self, server: grpc.aio.Server, port: int, field: str) -> int:
         address = f"{self.config.host}:{port}"
@@ -114,6 +157,8 @@ class PickerServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        if self.kubernetes is not None:
+            await self.kubernetes.stop()
         with contextlib.suppress(Exception):
             await self.health.stop()
         jobs = [server.stop(grace) for server in (self._grpc, self._health_grpc) if server is not None]

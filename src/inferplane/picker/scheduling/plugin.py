@@ -69,13 +69,18 @@ class Picker(Plugin):
 
 
 class SaturationDetector(Plugin):
-    """Says whether the pool is too loaded to admit sheddable requests."""
+    """Says whether the pool is too loaded to admit sheddable requests (or, with flow control, any more).
 
-    def endpoint_saturation(self, endpoint: Endpoint, now: float, staleness: float) -> float:
+    ``pending=True`` also counts the requests routed since each endpoint's last scrape, which its
+    metrics cannot show yet (flow control paces the draining of its queues with it).
+    """
+
+    def endpoint_saturation(self, endpoint: Endpoint, now: float, staleness: float, pending: bool = False) -> float:
         raise NotImplementedError
 
-    def pool_saturation(self, endpoints: Sequence[Endpoint], now: float, staleness: float) -> float:
+    def pool_saturation(self, endpoints: Sequence[Endpoint], now: float, staleness: float,
+                        pending: bool = False) -> float:
         raise NotImplementedError
 
-    def is_saturated(self, endpoints: Sequence[Endpoint], now: float, staleness: float) -> bool:
-        return self.pool_saturation(endpoints, now, staleness) >= 1.0
+    def is_saturated(self, endpoints: Sequence[Endpoint], now: float, staleness: float, pending: bool = False) -> bool:
+        return self.pool_saturation(endpoints, now, staleness, pending) >= 1.0

@@ -18,6 +18,9 @@ from inferplane.picker.scheduling.plugin import (
     Scorer,
 )
 
+#: Longest a cached pool saturation is reused while the datastore does not change (staleness lag).
+SATURATION_CACHE_S = 0.01
+
 
 class Scheduler:
     """Runs one profile over the datastore's ready endpoints for each request."""
@@ -40,6 +43,7 @@ class Scheduler:
         self.count = 1 + fallback_endpoints
         self.metrics = metrics
         self._cycles = 0
+        self._saturation_cache: tuple[int, float, float] = (-1, 0.0, 0.0)
         # label children resolved once: the hot path only calls observe()
         self._observers = (
             {
@@ -68,14 +72,37 @@ class Scheduler:
             ready = [ep for ep in ready if ep.address in subset]
         return ready
 
-    def schedule(self, request: InferenceRequest, subset: Collection[str] | None = None) -> list[Endpoint]:
+    def pool_saturation(self, pending: bool = False) -> float:
+        """The saturation detector's view of the whole pool (1 or more = saturated).
+
+        Without ``pending`` the value only changes with the datastore (scrapes, endpoints) and with
+        time (metrics going stale): it is cached until the datastore changes, for at most
+        :data:`SATURATION_CACHE_S`, so admitting a request stays O(1) on a large pool.
+        """
+        now = time.monotonic()
+        datastore = self.datastore
+        if not pending:
+            version, at, value = self._saturation_cache
+            if version == datastore.version and now - at < SATURATION_CACHE_S:
+                return value
+        value = self.saturation.pool_saturation(datastore.ready(now), now, datastore.staleness, pending)
+        if not pending:
+            self._saturation_cache = (datastore.version, now, value)
+        return value
+
+    def is_saturated(self, pending: bool = False) -> bool:
+        return self.pool_saturation(pending) >= 1.0
+
+    def schedule(
+        self, request: InferenceRequest, subset: Collection[str] | None = None, admission: bool = True
+    ) -> list[Endpoint]:
         """Endpoints for ``request``: the picked one first, then up to ``fallback_endpoints`` more.
 
         Body-less requests (``GET /v1/models``) go through the same profile: with no prompt the
         prefix scorer scores every endpoint 0 and the load scorers decide.
 
         Raises :class:`NoReadyEndpoint` (503) or, for a sheddable request on a saturated pool,
-        :class:`Saturated` (429).
+        :class:`Saturated` (429); ``admission=False`` skips the latter (flow control admitted it).
         """
         started = time.perf_counter()
         now = time.monotonic()
@@ -85,7 +112,7 @@ class Scheduler:
             if subset is not None:
                 raise NoReadyEndpoint("none of the endpoints in the proxy's subset hint is ready")
             raise NoReadyEndpoint("no ready endpoint in the inference pool")
-        if request.sheddable and self.saturation.is_saturated(endpoints, now, staleness):
+        if admission and request.sheddable and self.saturation.is_saturated(endpoints, now, staleness):
             raise Saturated("the inference pool is saturated and the request is sheddable")
         ctx = CycleContext(request, now, staleness)
         # plugin timings on one request in 16: the histograms stay representative at a 16th of the cost

@@ -26,14 +26,26 @@ class UtilizationDetector(SaturationDetector):
     type_name = "utilization-detector"
     Parameters = UtilizationParameters
 
-    def endpoint_saturation(self, endpoint: Endpoint, now: float, staleness: float) -> float:
+    def endpoint_saturation(self, endpoint: Endpoint, now: float, staleness: float, pending: bool = False) -> float:
         m = endpoint.metrics
         if m is None or now - endpoint.updated_at > staleness:
             return 1.0
         p: UtilizationParameters = self.parameters  # type: ignore[assignment]
-        return max(m.waiting / p.queue_threshold, m.kv_cache_usage / p.kv_cache_threshold)
+        waiting = max(0.0, m.waiting + endpoint.pending) if pending else m.waiting
+        return max(waiting / p.queue_threshold, m.kv_cache_usage / p.kv_cache_threshold)
 
-    def pool_saturation(self, endpoints: Sequence[Endpoint], now: float, staleness: float) -> float:
+    def pool_saturation(self, endpoints: Sequence[Endpoint], now: float, staleness: float,
+                        pending: bool = False) -> float:
         if not endpoints:
             return 1.0
-        return sum(self.endpoint_saturation(ep, now, staleness) for ep in endpoints) / len(endpoints)
+        p: UtilizationParameters = self.parameters  # type: ignore[assignment]
+        queue, kv = p.queue_threshold, p.kv_cache_threshold
+        total = 0.0
+        for ep in endpoints:  # endpoint_saturation inlined: this runs for every request under flow control
+            m = ep.metrics
+            if m is None or now - ep.updated_at > staleness:
+                total += 1.0
+                continue
+            waiting = m.waiting + ep.routed_since_scrape - ep.finished_since_scrape if pending else m.waiting
+            total += max(max(0.0, waiting) / queue, m.kv_cache_usage / kv)
+        return total / len(endpoints)
