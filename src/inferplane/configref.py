@@ -9,6 +9,9 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
+import re
+import types
+import typing
 from typing import Any
 
 from pydantic import BaseModel
@@ -28,13 +31,31 @@ def _load(target: str) -> type[BaseModel]:
     return getattr(importlib.import_module(module), name)
 
 
+def _type_text(annotation: Any) -> str:
+    """A readable type: ``Annotated`` metadata dropped, ``typing.`` prefixes gone."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Annotated:
+        return _type_text(args[0])
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_text(a) for a in args)
+    if origin is typing.Literal:
+        return " | ".join(json.dumps(a) for a in args)
+    if origin is not None:
+        name = getattr(origin, "__name__", str(origin))
+        return f"{name}[{', '.join(_type_text(a) for a in args)}]"
+    if annotation is type(None):
+        return "None"
+    return getattr(annotation, "__name__", str(annotation).replace("typing.", ""))
+
+
 def _type_name(annotation: Any) -> str:
-    text = getattr(annotation, "__name__", None) if isinstance(annotation, type) else None
-    text = text or str(annotation).replace("typing.", "")
-    return text.replace("|", "\\|")
+    return _type_text(annotation).replace("|", "\\|")
 
 
 def _default(field: Any) -> str:
+    extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+    if "doc_default" in extra:  # a default computed from the machine (e.g. an installed file's path)
+        return str(extra["doc_default"])
     if field.default is not PydanticUndefined:
         value = field.default
     elif field.default_factory is not None:
@@ -58,6 +79,29 @@ def _nested_models(model: type[BaseModel]) -> list[type[BaseModel]]:
     return found
 
 
+_FIELD_LINE = re.compile(r"^\s+(\w+)\s*:")
+
+
+def _attribute_comments(model: type[BaseModel]) -> dict[str, str]:
+    """Comment lines (``#:`` or ``#``) written right above a field, used when it has no description."""
+    try:
+        source = inspect.getsource(model)
+    except (OSError, TypeError):
+        return {}
+    comments: dict[str, str] = {}
+    pending: list[str] = []
+    for line in source.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("#"):
+            pending.append(stripped.lstrip("#:").strip())
+            continue
+        match = _FIELD_LINE.match(line)
+        if match and pending:
+            comments.setdefault(match.group(1), " ".join(pending))
+        pending = []
+    return comments
+
+
 def _table(model: type[BaseModel], title: str, seen: set[type[BaseModel]]) -> list[str]:
     seen.add(model)
     lines = [f"## {title}", ""]
@@ -65,8 +109,9 @@ def _table(model: type[BaseModel], title: str, seen: set[type[BaseModel]]) -> li
     if doc:
         lines += [doc, ""]
     lines += ["| field | type | default | description |", "|---|---|---|---|"]
+    comments = _attribute_comments(model)
     for name, field in model.model_fields.items():
-        description = (field.description or "").replace("|", "\\|").replace("\n", " ")
+        description = (field.description or comments.get(name, "")).replace("|", "\\|").replace("\n", " ")
         lines.append(f"| `{name}` | {_type_name(field.annotation)} | {_default(field)} | {description} |")
     lines.append("")
     for nested in _nested_models(model):

