@@ -47,7 +47,13 @@ class GatewayConfig(BaseModel):
     )
     message_timeout_s: float = Field(default=1000.0, gt=0, description="ext_proc message timeout (GIE: 1000 s)")
     grpc_timeout_s: float = Field(default=10.0, gt=0, description="ext_proc gRPC call timeout (GIE: 10 s)")
-    request_body_mode: BodyMode = Field(default="FULL_DUPLEX_STREAMED", description="ext_proc request body mode")
+    request_body_mode: BodyMode | None = Field(
+        default=None,
+        description=(
+            "ext_proc request body mode; default FULL_DUPLEX_STREAMED, or BUFFERED under FailOpen (Envoy cannot "
+            "fail open once a body has streamed to a picker that then fails, but can with a buffered body)"
+        ),
+    )
     response_body_mode: BodyMode = Field(
         default="FULL_DUPLEX_STREAMED",
         description="ext_proc response body mode; NONE skips the picker on the response path (no token accounting)",
@@ -69,6 +75,12 @@ class GatewayConfig(BaseModel):
         for address in [value] if isinstance(value, str) else value:
             split_host_port(address)
         return value
+
+    @model_validator(mode="after")
+    def _default_body_mode(self) -> GatewayConfig:
+        if self.request_body_mode is None:
+            self.request_body_mode = "BUFFERED" if self.failure_mode == "FailOpen" else "FULL_DUPLEX_STREAMED"
+        return self
 
     @model_validator(mode="after")
     def _check_pool(self) -> GatewayConfig:
