@@ -25,6 +25,7 @@ from inferplane.picker.scheduling.pickers import (
 )
 from inferplane.picker.scheduling.plugin import CycleContext
 from inferplane.picker.scheduling.prefix import (
+    PrefixCacheParameters,
     PrefixCacheScorer,
     PrefixIndex,
     block_hashes,
@@ -140,7 +141,8 @@ def test_prefix_index_lru_evicts_oldest_hashes() -> None:
 
 
 def test_prefix_scorer_scores_matched_share_after_routing() -> None:
-    scorer = PrefixCacheScorer()  # 16 tokens x 4 chars = 64-byte blocks
+    # 16 tokens x 4 chars = 64-byte blocks; full_score_blocks 1 = the GIE reference score.
+    scorer = PrefixCacheScorer(parameters=PrefixCacheParameters(full_score_blocks=1))
     eps = [endpoint(1), endpoint(2)]
     shared = "s" * 64 * 3
     first = ctx(prompt=shared + "q" * 64)
@@ -151,6 +153,18 @@ def test_prefix_scorer_scores_matched_share_after_routing() -> None:
     assert scorer.score(same_prefix, eps) == [0.75, 0.0]
     assert scorer.score(ctx(prompt=shared + "q" * 64, model="other"), eps) == [0.0, 0.0]
     assert scorer.score(ctx(prompt="tiny"), eps) == [0.0, 0.0]
+
+
+def test_prefix_scorer_discounts_short_prompts() -> None:
+    """A short prompt's full match counts as matched / full_score_blocks: load decides for it."""
+    scorer = PrefixCacheScorer()  # full_score_blocks 16 by default
+    eps = [endpoint(1), endpoint(2)]
+    short = ctx(prompt="s" * 64 * 4)
+    scorer.on_picked(short, eps[0])
+    assert scorer.score(ctx(prompt="s" * 64 * 4), eps) == [4 / 16, 0.0]
+    long = ctx(prompt="l" * 64 * 32)
+    scorer.on_picked(long, eps[1])
+    assert scorer.score(ctx(prompt="l" * 64 * 32), eps) == [0.0, 1.0]
 
 
 # ---- filters, pickers, saturation ---------------------------------------------------------

@@ -3,7 +3,8 @@
 The prompt is cut into blocks of ``block_size_tokens × chars_per_token`` bytes (~4 characters a
 token when there is no tokenizer), chain-hashed with xxhash64 starting from a hash of the model
 name, so a block's hash stands for the whole prefix up to it. Each endpoint keeps an LRU of the
-block hashes routed to it; an endpoint scores ``matched leading blocks / total blocks``.
+block hashes routed to it; an endpoint scores ``matched leading blocks / total blocks`` (or over
+``full_score_blocks`` for shorter prompts, so that a short prompt is routed by load).
 """
 
 from __future__ import annotations
@@ -46,6 +47,10 @@ class PrefixCacheParameters(BaseModel):
     max_prefix_blocks: int = Field(256, ge=1)
     #: Block hashes remembered per endpoint before the least recently used are forgotten.
     lru_capacity_per_endpoint: int = Field(31250, ge=1)
+    #: Prompts shorter than this many blocks earn a proportionally smaller score: the score is
+    #: ``matched / max(total, full_score_blocks)``. A short prompt costs little to prefill again, so
+    #: load, not a cached system-prompt fragment, should decide where it goes. 1 = the GIE reference.
+    full_score_blocks: int = Field(16, ge=1)
 
 
 class PrefixIndex:
@@ -131,6 +136,7 @@ class PrefixCacheScorer(Scorer):
         p: PrefixCacheParameters = self.parameters  # type: ignore[assignment]
         self.block_bytes = p.block_size_tokens * p.chars_per_token
         self.max_blocks = p.max_prefix_blocks
+        self.full_score_blocks = p.full_score_blocks
         self.index = PrefixIndex(p.lru_capacity_per_endpoint)
 
     def hashes(self, ctx: CycleContext) -> list[int]:
@@ -149,7 +155,7 @@ class PrefixCacheScorer(Scorer):
         matched = self.index.matched_blocks(hashes)
         if not matched:
             return [0.0] * len(endpoints)
-        total = len(hashes)
+        total = max(len(hashes), self.full_score_blocks)
         return [matched.get(ep.address, 0) / total for ep in endpoints]
 
     def forget_endpoint(self, address: str) -> None:
