@@ -93,9 +93,10 @@ def _routes(config: GatewayConfig) -> list[dict[str, Any]]:
         "idle_timeout": _duration(config.stream_idle_timeout_s),
     }
     if config.endpoint_selection == "override_host" and config.num_retries:
-        # Only failures before the request reached a server: a model call is never sent twice.
+        # Only failures before any response header came back (a refused connection, or a pooled
+        # connection to a server that died): the client never sees a partial answer twice.
         action["retry_policy"] = {
-            "retry_on": "connect-failure,refused-stream,reset-before-request",
+            "retry_on": "connect-failure,refused-stream,reset",
             "num_retries": config.num_retries,
         }
     picked = {

@@ -43,7 +43,7 @@ class GatewayConfig(BaseModel):
     )
     num_retries: int = Field(
         default=2, ge=0, le=10,
-        description="attempts on the picker's fallback endpoints when a connection fails before the request is sent",
+        description="attempts on the picker's fallback endpoints when a server fails before answering",
     )
     message_timeout_s: float = Field(default=1000.0, gt=0, description="ext_proc message timeout (GIE: 1000 s)")
     grpc_timeout_s: float = Field(default=10.0, gt=0, description="ext_proc gRPC call timeout (GIE: 10 s)")
