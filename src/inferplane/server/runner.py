@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import logging
+import signal
 import sys
+from collections.abc import Iterator
 
 import uvicorn
 
@@ -18,6 +21,22 @@ from inferplane.server.engines import create_engine
 
 def _has(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, but SIGINT/SIGTERM only end ``serve()``: uvicorn re-raises the signal
+    afterwards, which would kill the process before the engine is stopped."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.handle_exit, sig, None)
+        try:
+            yield
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
 
 
 async def serve_async(config: ServerConfig) -> None:
@@ -39,7 +58,7 @@ async def serve_async(config: ServerConfig) -> None:
             access_log=config.log_level in ("info", "debug", "trace"),
             timeout_keep_alive=30,
         )
-        server = uvicorn.Server(uvicorn_config)
+        server = _Server(uvicorn_config)
         print(
             f"inferplane serve: {config.served_model_name} ({config.engine}) on http://{config.host}:{config.port}",
             file=sys.stderr,
