@@ -72,7 +72,7 @@ class Platform:
     @property
     def all_ports(self) -> list[int]:
         p = self.ports
-        return [*p["servers"], p["gateway"], p["admin"], p["grpc"], p["health"], p["metrics"]]
+        return [*p["servers"], p["gateway"], p["admin"], p["grpc"], p["health"], p["metrics"], p["batch"]]
 
     def stop(self, timeout_s: float = 30.0) -> int:
         if self.process.poll() is None:
@@ -81,7 +81,7 @@ class Platform:
 
 
 def start_platform(tmp: Path, replicas: int = 2, server: dict | None = None, gateway: dict | None = None,
-                   picker: dict | None = None, timeout_s: float = 300.0) -> Platform:
+                   picker: dict | None = None, batch: dict | None = None, timeout_s: float = 300.0) -> Platform:
     base = free_port_range(replicas)
     ports = {
         "servers": [base + i for i in range(replicas)],
@@ -90,12 +90,14 @@ def start_platform(tmp: Path, replicas: int = 2, server: dict | None = None, gat
         "grpc": free_port(),
         "health": free_port(),
         "metrics": free_port(),
+        "batch": free_port(),
     }
     config = {
         "replicas": replicas,
         "server": {"port": base, **(server or {})},
         "picker": {"grpc_port": ports["grpc"], "health_port": ports["health"], "metrics_port": ports["metrics"], **(picker or {})},
         "gateway": {"port": ports["gateway"], "admin_port": ports["admin"], **(gateway or {})},
+        "batch": {"port": ports["batch"], **(batch or {})},
     }
     config_path = tmp / "inferplane.yaml"
     config_path.write_text(yaml.safe_dump(config))

@@ -21,6 +21,8 @@ COMMAND_MODULES = (
     "inferplane.gateway.cli",
     "inferplane.models.cli",
     "inferplane.deploy.cli",
+    "inferplane.jobs.cli",
+    "inferplane.oip.cli",
 )
 
 

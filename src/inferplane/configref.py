@@ -23,6 +23,8 @@ SECTIONS = (
     ("`server` (inferplane serve)", "inferplane.server.config:ServerConfig"),
     ("`picker` (inferplane picker)", "inferplane.picker.config:PickerConfig"),
     ("`gateway` (inferplane gateway)", "inferplane.gateway.config:GatewayConfig"),
+    ("`batch` (inferplane batch serve)", "inferplane.jobs.config:BatchConfig"),
+    ("`oip` (inferplane serve-models)", "inferplane.oip.config:OipConfig"),
 )
 
 

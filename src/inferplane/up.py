@@ -41,6 +41,8 @@ class PlatformConfig(BaseModel):
     server: dict[str, Any] = Field(default_factory=dict, description="the `server` section (inferplane serve)")
     picker: dict[str, Any] = Field(default_factory=dict, description="the `picker` section (inferplane picker)")
     gateway: dict[str, Any] = Field(default_factory=dict, description="the `gateway` section (Envoy)")
+    batch_api: bool = Field(default=True, description="run the OpenAI Batch API (/v1/files, /v1/batches) too")
+    batch: dict[str, Any] = Field(default_factory=dict, description="the `batch` section (inferplane batch serve)")
 
 
 class Plan(BaseModel):
@@ -49,6 +51,7 @@ class Plan(BaseModel):
     servers: list[Any]
     picker: Any
     gateway: GatewayConfig
+    batch: Any | None = None
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -82,8 +85,9 @@ def platform_config_from_args(args: argparse.Namespace) -> PlatformConfig:
     return validate_model(PlatformConfig, raw, source)
 
 
-def plan(config: PlatformConfig, source: str = "configuration") -> Plan:
+def plan(config: PlatformConfig, run_dir: Path, source: str = "configuration") -> Plan:
     """Derive and validate every component's configuration; a ConfigError names the bad field."""
+    from inferplane.jobs.config import BatchConfig
     from inferplane.picker.config import PickerConfig
     from inferplane.server.config import ServerConfig
 
@@ -98,10 +102,26 @@ def plan(config: PlatformConfig, source: str = "configuration") -> Plan:
     if gateway_raw.get("endpoint_selection", "override_host") == "override_host":
         # Envoy's override-host balancer walks the picker's ordered list when a connection fails.
         picker_raw.setdefault("fallback_endpoints", min(2, len(endpoints) - 1))
+    batch_raw: dict[str, Any] = {**config.batch, "dispatch": dict(config.batch.get("dispatch") or {})}
+    if config.batch_api:
+        # Batch requests are filler traffic: sheddable unless the user defined the objective.
+        objective = batch_raw["dispatch"].get("objective", "batch")
+        picker_raw["objectives"] = {objective: -1, **(config.picker.get("objectives") or {})}
     picker = validate_model(PickerConfig, picker_raw, f"{source} (section 'picker')")
     gateway_raw.setdefault("picker_address", f"{_connect_host(picker.host)}:{picker.grpc_port}")
+    batch = None
+    if config.batch_api:
+        batch_raw.setdefault("database", f"sqlite:///{run_dir / 'batch' / 'batch.db'}")
+        batch_raw.setdefault("files_url", str(run_dir / "batch" / "files"))
+        batch = validate_model(BatchConfig, batch_raw, f"{source} (section 'batch')")
+        gateway_raw.setdefault("batch_api_address", f"{_connect_host(batch.host)}:{batch.port}")
     gateway = validate_model(GatewayConfig, gateway_raw, f"{source} (section 'gateway')")
-    return Plan(servers=servers, picker=picker, gateway=gateway)
+    if batch is not None:
+        batch.dispatch.gateway_url = f"http://{_connect_host(gateway.host)}:{gateway.port}"
+        batch.dispatch.pool_metrics_url = batch.dispatch.pool_metrics_url or (
+            f"http://{_connect_host(picker.host)}:{picker.metrics_port}/metrics"
+        )
+    return Plan(servers=servers, picker=picker, gateway=gateway, batch=batch)
 
 
 def _connect_host(bind_host: str) -> str:
@@ -117,6 +137,8 @@ def _check_ports_free(plan: Plan) -> None:
         ("gateway", plan.gateway.host, plan.gateway.port),
         ("gateway admin", plan.gateway.admin_host, plan.gateway.admin_port),
     ]
+    if plan.batch is not None:
+        wanted.append(("batch API", plan.batch.host, plan.batch.port))
     for what, host, port in wanted:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -165,6 +187,11 @@ async def run_platform(plan: Plan, run_dir: Path, ready_timeout_s: float, ready_
         picker_path = _write_section(run_dir, "picker", "picker", plan.picker)
         picker = await supervisor.start("picker", python_module_command("inferplane", "picker", "--config", str(picker_path)))
         envoy = await supervisor.start("envoy", envoy_command(gateway, write_bootstrap(gateway, run_dir)))
+        batch = None
+        if plan.batch is not None:
+            (run_dir / "batch").mkdir(parents=True, exist_ok=True)
+            batch_path = _write_section(run_dir, "batch", "batch", plan.batch)
+            batch = await supervisor.start("batch", python_module_command("inferplane", "batch", "serve", "--config", str(batch_path)))
         supervisor.say(f"generated configuration in {run_dir}")
 
         async def ready(what: str, check, child) -> None:
@@ -178,6 +205,9 @@ async def run_platform(plan: Plan, run_dir: Path, ready_timeout_s: float, ready_
         waits.append(
             ready("picker", lambda: _grpc_serving(f"{_connect_host(plan.picker.host)}:{plan.picker.health_port}", "readiness"), picker)
         )
+        if batch is not None:
+            batch_url = f"http://{_connect_host(plan.batch.host)}:{plan.batch.port}/health"
+            waits.append(ready("batch", lambda: _http_ok(batch_url), batch))
         startup = asyncio.ensure_future(asyncio.gather(*waits))
         stopped = asyncio.ensure_future(stop.wait())
         await asyncio.wait({startup, stopped}, return_when=asyncio.FIRST_COMPLETED)
@@ -192,7 +222,8 @@ async def run_platform(plan: Plan, run_dir: Path, ready_timeout_s: float, ready_
         except (TimeoutError, RuntimeError) as exc:
             supervisor.say(f"start-up failed: {exc}")
             return 1
-        supervisor.say(f"ready in {time.monotonic() - started:.1f}s: {len(plan.servers)} model server(s), picker, envoy")
+        parts = f"{len(plan.servers)} model server(s), picker, envoy" + (", batch API" if batch else "")
+        supervisor.say(f"ready in {time.monotonic() - started:.1f}s: {parts}")
         supervisor.say(f"OpenAI base URL: {base_url}")
         supervisor.say("press Ctrl-C to stop")
         if ready_event:
@@ -209,9 +240,10 @@ async def run_platform(plan: Plan, run_dir: Path, ready_timeout_s: float, ready_
 
 def run(args: argparse.Namespace) -> int:
     config = platform_config_from_args(args)
-    the_plan = plan(config, args.config or "configuration")
-    _check_ports_free(the_plan)
     run_dir = Path(args.run_dir) if args.run_dir else Path(tempfile.mkdtemp(prefix="inferplane-up-"))
+    run_dir = run_dir.resolve()
+    the_plan = plan(config, run_dir, args.config or "configuration")
+    _check_ports_free(the_plan)
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
         import uvloop

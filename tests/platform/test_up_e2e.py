@@ -6,6 +6,8 @@ killed, the picker killed) run last, in file order.
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import signal
 import time
@@ -23,7 +25,7 @@ MODEL = "SmolLM2-135M-Instruct"
 def platform(tmp_path_factory) -> Platform:
     running = start_platform(tmp_path_factory.mktemp("up"), replicas=2)
     yield running
-    pids = [running.pid(name) for name in ("server-0", "server-1", "picker", "envoy")]
+    pids = [running.pid(name) for name in ("server-0", "server-1", "picker", "envoy", "batch")]
     assert running.stop() == 0, "\n".join(running.lines[-40:])
     # Ctrl-C / SIGTERM stops every process it started and frees every port.
     for pid in pids:
@@ -129,6 +131,27 @@ def test_oversized_prompt_is_400(client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as caught:
         client.completions.create(model=MODEL, prompt="hello " * 5000, max_tokens=16)
     assert caught.value.status_code == 400
+
+
+def test_batch_api_through_the_gateway(client: openai.OpenAI) -> None:
+    """The openai SDK's files and batches calls work against the same base URL."""
+    lines = "\n".join(
+        json.dumps({
+            "custom_id": f"req-{i}", "method": "POST", "url": "/v1/chat/completions",
+            "body": {"model": MODEL, "max_tokens": 4, "messages": [{"role": "user", "content": f"Say {i}."}]},
+        })
+        for i in range(3)
+    )
+    uploaded = client.files.create(file=("in.jsonl", io.BytesIO(lines.encode())), purpose="batch")
+    batch = client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h")
+    deadline = time.monotonic() + 180
+    while (batch := client.batches.retrieve(batch.id)).status not in ("completed", "failed", "expired", "cancelled"):
+        assert time.monotonic() < deadline, f"batch still {batch.status}"
+        time.sleep(0.5)
+    assert batch.status == "completed" and batch.request_counts.completed == 3
+    results = [json.loads(line) for line in client.files.content(batch.output_file_id).text.splitlines()]
+    assert sorted(r["custom_id"] for r in results) == ["req-0", "req-1", "req-2"]
+    assert all(r["response"]["status_code"] == 200 for r in results)
 
 
 def test_busy_replica_is_avoided(platform: Platform, client: openai.OpenAI) -> None:

@@ -20,6 +20,8 @@ DESTINATION_HEADER = "x-gateway-destination-endpoint"
 PICKER_CLUSTER = "endpoint_picker"
 ORIGINAL_DST_CLUSTER = "original_destination_cluster"
 POOL_CLUSTER = "inference_pool"
+BATCH_API_CLUSTER = "batch_api"
+BATCH_API_PREFIXES = ("/v1/files", "/v1/batches")
 
 _HIGH_LIMITS = {
     "thresholds": [
@@ -122,7 +124,28 @@ def _routes(config: GatewayConfig) -> list[dict[str, Any]]:
                 }
             ],
         }
-    return [picked, unpicked]
+    return [*_batch_api_routes(config), picked, unpicked]
+
+
+def _batch_api_routes(config: GatewayConfig) -> list[dict[str, Any]]:
+    """Files and batches go to the Batch API server; the picker is skipped (uploads are multipart)."""
+    if not config.batch_api_address:
+        return []
+    skip_picker = {
+        "envoy.filters.http.ext_proc": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute",
+            "disabled": True,
+        }
+    }
+    return [
+        {
+            "name": f"batch-api{prefix.replace('/', '-')}",
+            "match": {"prefix": prefix},
+            "route": {"cluster": BATCH_API_CLUSTER, "timeout": "300s"},
+            "typed_per_filter_config": skip_picker,
+        }
+        for prefix in BATCH_API_PREFIXES
+    ]
 
 
 def _listener(config: GatewayConfig) -> dict[str, Any]:
@@ -256,6 +279,15 @@ def _clusters(config: GatewayConfig) -> list[dict[str, Any]]:
         clusters.append(_original_dst_cluster(config))
     if config.pool_endpoints:
         clusters.append(_pool_cluster(config))
+    if config.batch_api_address:
+        clusters.append(
+            {
+                "name": BATCH_API_CLUSTER,
+                "type": "STATIC",
+                "connect_timeout": _duration(config.connect_timeout_s),
+                "load_assignment": _load_assignment(BATCH_API_CLUSTER, [config.batch_api_address]),
+            }
+        )
     return clusters
 
 

@@ -41,6 +41,10 @@ class GatewayConfig(BaseModel):
     pool_endpoints: list[str] = Field(
         default_factory=list, description="the pool's model servers as host:port (set by `inferplane up`)"
     )
+    batch_api_address: str | None = Field(
+        default=None,
+        description="host:port of the Batch API server; /v1/files and /v1/batches go there, skipping the picker",
+    )
     num_retries: int = Field(
         default=2, ge=0, le=10,
         description="attempts on the picker's fallback endpoints when a server fails before answering",
@@ -69,10 +73,10 @@ class GatewayConfig(BaseModel):
     )
     access_log: bool = Field(default=False, description="JSON access log on Envoy's stdout")
 
-    @field_validator("picker_address", "pool_endpoints")
+    @field_validator("picker_address", "pool_endpoints", "batch_api_address")
     @classmethod
-    def _check_addresses(cls, value: str | list[str]) -> str | list[str]:
-        for address in [value] if isinstance(value, str) else value:
+    def _check_addresses(cls, value: str | list[str] | None) -> str | list[str] | None:
+        for address in [value] if isinstance(value, str) else value or []:
             split_host_port(address)
         return value
 
