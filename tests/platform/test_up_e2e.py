@@ -183,8 +183,20 @@ def test_busy_replica_is_avoided(platform: Platform, client: openai.OpenAI) -> N
     assert after[busy] - before[busy] == 0
 
 
+def _ready_pods(platform: Platform) -> float:
+    text = httpx.get(f"http://127.0.0.1:{platform.ports['metrics']}/metrics", timeout=5).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("inference_pool_ready_pods{"))
+
+
 def test_killed_replica_is_taken_out(platform: Platform, client: openai.OpenAI) -> None:
+    assert _ready_pods(platform) == 2
     os.kill(platform.pid("server-1"), signal.SIGKILL)
+    # The picker takes it out after its failure grace (1 s of failed scrapes)...
+    deadline = time.monotonic() + 10
+    while _ready_pods(platform) != 1:
+        assert time.monotonic() < deadline, "the picker still counts the killed replica as ready"
+        time.sleep(0.1)
+    # ...and every request then succeeds on the remaining replica.
     for n in range(8):
         reply = client.chat.completions.create(
             model=MODEL, messages=[{"role": "user", "content": f"Give me a word, {n}."}], max_tokens=8

@@ -46,8 +46,11 @@ class GatewayConfig(BaseModel):
         description="host:port of the Batch API server; /v1/files and /v1/batches go there, skipping the picker",
     )
     num_retries: int = Field(
-        default=2, ge=0, le=10,
-        description="attempts on the picker's fallback endpoints when a server fails before answering",
+        default=0, ge=0, le=10,
+        description=(
+            "attempts on the picker's fallback endpoints when a server fails before answering; off by default: "
+            "Envoy cannot replay a body that ext_proc streamed (FULL_DUPLEX_STREAMED), so retries need BUFFERED"
+        ),
     )
     message_timeout_s: float = Field(default=1000.0, gt=0, description="ext_proc message timeout (GIE: 1000 s)")
     grpc_timeout_s: float = Field(default=10.0, gt=0, description="ext_proc gRPC call timeout (GIE: 10 s)")
