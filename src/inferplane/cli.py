@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "inferplane.deploy.cli",
     "inferplane.jobs.cli",
     "inferplane.oip.cli",
+    "inferplane.sim.cluster.cli",
 )
 
 

@@ -1,0 +1,202 @@
+"""Routers the simulation sends requests through: the picker's real scheduler, or a baseline.
+
+:class:`PickerRouter` builds the picker's :class:`~inferplane.picker.scheduling.profile.Scheduler`
+from a :class:`~inferplane.picker.config.PickerConfig` over a real
+:class:`~inferplane.picker.endpoints.Datastore`, which the loop fills with scraped replica metrics
+every ``scrape_interval`` of virtual time, and keeps the in-flight counts as the ext_proc service
+does (incremented when routed, :meth:`Endpoint.request_finished` when the response ends).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from inferplane.configfile import ConfigError, read_yaml, validate_model
+from inferplane.picker.config import PickerConfig, ProfileConfig, ScorerSpec
+from inferplane.picker.endpoints import Datastore, Endpoint, EndpointMetrics
+from inferplane.picker.request import InferenceRequest
+from inferplane.picker.scheduling.profile import build_scheduler
+from inferplane.sim.cluster.workload import Arrival
+from inferplane.sim.replica import Replica
+
+#: Keys of ``InferenceRequest.state`` that plugins derive from the prompt text alone (the prefix
+#: scorer's block hashes): reused for later requests with the same prompt instead of rehashing.
+TEXT_DERIVED_STATE = frozenset({"prefix-cache-scorer.hashes"})
+
+
+class Router(Protocol):
+    name: str
+    #: Whether the loop must scrape the replicas for it (every ``scrape_interval``).
+    uses_metrics: bool
+    scrape_interval: float
+
+    def route(self, index: int, arrival: Arrival, model: str) -> int:
+        """The replica for request ``index``."""
+        ...
+
+    def finished(self, index: int) -> None:
+        """Request ``index`` finished (its response ended)."""
+        ...
+
+    def scrape(self, now: float, replicas: Sequence[Replica], changed: list[bool]) -> None:
+        """Read the replicas' metrics (only called when ``uses_metrics``)."""
+        ...
+
+
+class RoundRobinRouter:
+    """What a Kubernetes Service / Envoy ``ROUND_ROBIN`` does."""
+
+    uses_metrics = False
+    scrape_interval = 0.05
+
+    def __init__(self, replicas: int, name: str = "round-robin") -> None:
+        self.name = name
+        self.replicas = replicas
+        self.next = 0
+
+    def route(self, index: int, arrival: Arrival, model: str) -> int:
+        picked = self.next
+        self.next = (picked + 1) % self.replicas
+        return picked
+
+    def finished(self, index: int) -> None:
+        pass
+
+    def scrape(self, now: float, replicas: Sequence[Replica], changed: list[bool]) -> None:
+        pass
+
+
+class RandomRouter(RoundRobinRouter):
+    """Uniformly at random (seeded)."""
+
+    def __init__(self, replicas: int, seed: int = 0, name: str = "random") -> None:
+        super().__init__(replicas, name)
+        self.rng = random.Random(seed)
+
+    def route(self, index: int, arrival: Arrival, model: str) -> int:
+        return self.rng.randrange(self.replicas)
+
+
+class PickerRouter:
+    """The endpoint picker's scheduling profile, fed scraped (50 ms old at most) metrics."""
+
+    uses_metrics = True
+
+    def __init__(self, config: PickerConfig, replicas: int, name: str = "picker") -> None:
+        self.name = name
+        self.config = config
+        self.scrape_interval = config.scrape_interval
+        # Scrapes never fail or lag here, so metrics are at most one interval old: never stale.
+        # The scheduler judges staleness by time.monotonic(), not virtual time, hence no bound.
+        self.datastore = Datastore(staleness=math.inf, failure_grace=config.failure_grace)
+        self.addresses = [f"10.0.{i // 250}.{i % 250 + 1}:8000" for i in range(replicas)]
+        self.datastore.set_addresses(self.addresses)
+        self.endpoints: list[Endpoint] = [self.datastore.get(a) for a in self.addresses]  # type: ignore[misc]
+        self.index_of = {id(ep): i for i, ep in enumerate(self.endpoints)}
+        self.scheduler = build_scheduler(config, self.datastore)
+        self.routed: dict[int, tuple[Endpoint, int]] = {}
+
+    def route(self, index: int, arrival: Arrival, model: str) -> int:
+        prompt = arrival.prompt
+        request = InferenceRequest(
+            request_id=str(index),
+            path="/v1/completions",
+            kind="completions",
+            model=model,
+            requested_model=model,
+            prompt=prompt.text,
+            stream=True,
+            max_tokens=arrival.max_tokens,
+            state=dict(prompt.picker_state),
+        )
+        endpoint = self.scheduler.schedule(request)[0]
+        if not prompt.picker_state:
+            # memoise what is a pure function of the text, for the prompt's next request
+            prompt.picker_state = {k: v for k, v in request.state.items() if k in TEXT_DERIVED_STATE}
+        endpoint.in_flight += 1
+        self.routed[index] = (endpoint, endpoint.scrape_generation)
+        return self.index_of[id(endpoint)]
+
+    def finished(self, index: int) -> None:
+        endpoint, generation = self.routed.pop(index)
+        endpoint.request_finished(generation)
+
+    def scrape(self, now: float, replicas: Sequence[Replica], changed: list[bool]) -> None:
+        record = self.datastore.record_scrape
+        for i, replica in enumerate(replicas):
+            endpoint = self.endpoints[i]
+            # An unchanged replica with nothing routed or finished since: a scrape would change nothing.
+            if (
+                not changed[i]
+                and not endpoint.routed_since_scrape
+                and not endpoint.finished_since_scrape
+                and endpoint.metrics is not None
+            ):
+                continue
+            scheduler = replica.scheduler
+            kv = replica.kv_cache
+            metrics = EndpointMetrics(
+                waiting=float(len(scheduler.waiting)),
+                running=float(len(scheduler.running)),
+                kv_cache_usage=kv.usage,
+                block_size=kv.block_size,
+                num_gpu_blocks=kv.num_blocks,
+            )
+            record(endpoint, metrics, now)
+            changed[i] = False
+
+
+#: Profiles known by name (``--profile NAME``); anything else is a YAML file.
+BASELINES = ("round-robin", "random")
+
+
+def named_profiles() -> dict[str, PickerConfig]:
+    """Picker configurations known by name."""
+
+    def scorers(*pairs: tuple[str, float]) -> ProfileConfig:
+        return ProfileConfig(scorers=[ScorerSpec(type=t, weight=w) for t, w in pairs])
+
+    return {
+        # The picker's default: queue x2, kv x2, prefix x3, in-flight x3.
+        "default": PickerConfig(),
+        # GIE v1.5's default (llm-d's "estimated" prefix scheduling): queue x2, kv x2, prefix x3.
+        "gie": PickerConfig(
+            profile=scorers(("queue-scorer", 2), ("kv-cache-utilization-scorer", 2), ("prefix-cache-scorer", 3))
+        ),
+        # llm-d's "load-scheduling": queue x1, kv x1.
+        "load-only": PickerConfig(profile=scorers(("queue-scorer", 1), ("kv-cache-utilization-scorer", 1))),
+    }
+
+
+def load_picker_config(path: str | Path) -> PickerConfig:
+    """A picker YAML: its ``picker`` section (as ``inferplane picker --config`` reads), a whole
+    :class:`PickerConfig`, or just a profile (``filters`` / ``scorers`` / ``picker``)."""
+    raw: dict[str, Any] = read_yaml(path)
+    section = raw.get("picker")
+    if isinstance(section, dict) and "type" not in section:
+        return validate_model(PickerConfig, section, f"{path} (section 'picker')")
+    if raw and set(raw) <= {"filters", "scorers", "picker"}:
+        profile = validate_model(ProfileConfig, raw, f"{path} (a profile)")
+        return PickerConfig(profile=profile)
+    return validate_model(PickerConfig, raw, str(path))
+
+
+def make_router(profile: str, replicas: int, seed: int = 0) -> Router:
+    """``round-robin``, ``random``, a named picker profile, or a picker YAML file."""
+    if profile == "round-robin":
+        return RoundRobinRouter(replicas)
+    if profile == "random":
+        return RandomRouter(replicas, seed)
+    named = named_profiles()
+    if profile in named:
+        return PickerRouter(named[profile], replicas, name=profile)
+    path = Path(profile)
+    if not path.suffix and not path.exists():
+        raise ConfigError(
+            f"unknown profile {profile!r}: use {', '.join([*BASELINES, *named])} or a picker YAML file"
+        )
+    return PickerRouter(load_picker_config(path), replicas, name=path.stem)
