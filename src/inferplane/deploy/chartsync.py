@@ -28,6 +28,8 @@ CHART_DIR = Path(__file__).resolve().parents[3] / "deploy" / "helm" / "inferplan
 PICKER_HOST_PLACEHOLDER = "__PICKER_HOST__"
 LISTENER_PORT_PLACEHOLDER = 65431
 FAIL_CLOSE_TEXT = '"failure_mode_allow": false'
+#: Under FailOpen the request body is buffered (Envoy cannot fail open after streaming it to the picker).
+STREAMED_BODY_TEXT = '"request_body_mode": "FULL_DUPLEX_STREAMED"'
 
 VALUES_HEADER = """\
 # Default values of the inferplane chart. GENERATED from inferplane.deploy.values.Values by
@@ -40,7 +42,8 @@ def bootstrap_template() -> str:
     """The standalone Envoy bootstrap with placeholders for the picker host, listener port, failure mode."""
     config = gateway_config(LISTENER_PORT_PLACEHOLDER, PICKER_HOST_PLACEHOLDER, "FailClose")
     text = json.dumps(build_bootstrap(config), indent=1, sort_keys=True)
-    if text.count(FAIL_CLOSE_TEXT) != 1 or text.count(str(LISTENER_PORT_PLACEHOLDER)) != 1:
+    placeholders = (FAIL_CLOSE_TEXT, STREAMED_BODY_TEXT, str(LISTENER_PORT_PLACEHOLDER))
+    if any(text.count(placeholder) != 1 for placeholder in placeholders):
         raise RuntimeError("bootstrap placeholders are not unique; the chart could not fill them in")
     return text + "\n"
 
