@@ -202,8 +202,6 @@ def test_disconnect_frees_the_slot(server: RunningServer) -> None:
         for line in resp.iter_lines():
             if '"content":"' in line and '"role"' not in line:
                 break
-        # The engine reports its counts once per step: the first token can arrive just before them.
-        wait_for(lambda: server.metrics()["vllm:num_requests_running"] == 1, "the streaming request counts as running")
     # The connection is closed: the engine aborts the request long before 1500 tokens.
     wait_for(lambda: server.metrics()["vllm:num_requests_running"] == 0, "running count drops after disconnect")
     after = server.metrics()
