@@ -19,7 +19,16 @@ T = TypeVar("T")
 DONE = b"data: [DONE]\n\n"
 
 
+# Characters that JSON allows raw inside strings but that line splitters such as Python's
+# ``str.splitlines`` (httpx's ``iter_lines`` among them) treat as line breaks: escape them, as
+# ``json.dumps`` does, so every event stays on one line for every client.
+_LINE_BREAKING = ((b"\xe2\x80\xa8", b"\\u2028"), (b"\xe2\x80\xa9", b"\\u2029"), (b"\xc2\x85", b"\\u0085"))
+
+
 def sse_event(payload: bytes) -> bytes:
+    for raw, escaped in _LINE_BREAKING:
+        if raw in payload:
+            payload = payload.replace(raw, escaped)
     return b"data: " + payload + b"\n\n"
 
 
