@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from inferplane.configfile import ConfigError
-from inferplane.oip.__main__ import main
+from inferplane.cli import main
 from inferplane.oip.cli import add_parser, overrides_from_args
 from inferplane.oip.config import load_oip_config
 
@@ -25,7 +25,7 @@ def test_flags_override_configuration(tmp_path: Path) -> None:
 
 
 def test_missing_repository_is_a_configuration_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--repository", str(tmp_path / "nope")]) == 2
+    assert main(["serve-models", "--repository", str(tmp_path / "nope")]) == 2
     assert "repository" in capsys.readouterr().err
     with pytest.raises(ConfigError):
         load_oip_config(None, {"repository": str(tmp_path), "port": 70000})
