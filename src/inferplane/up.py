@@ -100,7 +100,7 @@ def plan(config: PlatformConfig, run_dir: Path, source: str = "configuration") -
     picker_raw: dict[str, Any] = {**config.picker, "endpoints": endpoints}
     gateway_raw: dict[str, Any] = {**config.gateway, "pool_endpoints": endpoints}
     if gateway_raw.get("endpoint_selection", "override_host") == "override_host":
-        # Envoy's override-host balancer walks the picker's ordered list when a connection fails.
+        # Ordered fallbacks for Envoy's override-host balancer; used when gateway.num_retries > 0.
         picker_raw.setdefault("fallback_endpoints", min(2, len(endpoints) - 1))
     batch_raw: dict[str, Any] = {**config.batch, "dispatch": dict(config.batch.get("dispatch") or {})}
     if config.batch_api:
