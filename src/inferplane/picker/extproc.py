@@ -178,6 +178,7 @@ class RequestStream:
         # flow control: the body to send once dispatched, the queue item while held, the answer when decided
         self.body = b""
         self.end_of_stream = False
+        self.released = False
         self.trailers_follow = False
         self.queue_item: QueueItem | None = None
         self.deferred: list[pb.ProcessingResponse] | None = None
@@ -408,6 +409,9 @@ class RequestStream:
         if self.response_done:
             return
         self.response_done = True
+        # Released before the last chunk goes back to Envoy: a client that sends its next request the moment
+        # this answer ends must not find the endpoint still counted as busy.
+        self._release_endpoint()
         if not self.sse and self.json_chunks:
             try:
                 self.usage = read_usage(orjson.loads(b"".join(self.json_chunks)))
@@ -453,9 +457,15 @@ class RequestStream:
             flow.cancel(self.queue_item)  # still queued: the client went away
         if self.evict_signal is not None:
             self.service.evictable.pop(self, None)
-        for endpoint in self.picked[:1]:
-            endpoint.request_finished(self.generation)
+        self._release_endpoint()
         self.service.on_closed(self)
+
+    def _release_endpoint(self) -> None:
+        """Count the request out of its endpoint's in-flight requests, once."""
+        if not self.released:
+            self.released = True
+            for endpoint in self.picked[:1]:
+                endpoint.request_finished(self.generation)
 
     _HANDLERS: ClassVar[dict[str | None, Callable[[RequestStream, pb.ProcessingRequest], list[pb.ProcessingResponse]]]] = {
         "request_headers": on_request_headers,
