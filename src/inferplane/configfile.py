@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -56,3 +58,24 @@ def load_model(model: type[ModelT], path: str | Path | None, section: str | None
         if not isinstance(raw, dict):
             raise ConfigError(f"configuration file {path}: section '{section}' must be a mapping")
     return validate_model(model, raw, f"{path}" + (f" (section '{section}')" if section else ""))
+
+
+#: ``(flag, type, help)`` for command-line flags that override the config field of the same name.
+OverrideFlag = tuple[str, type, str]
+
+
+def add_override_flags(parser: argparse.ArgumentParser, flags: Sequence[OverrideFlag]) -> None:
+    """Add each flag with default ``None``, so only flags actually given override the config."""
+    for flag, kind, text in flags:
+        parser.add_argument(flag, type=kind, default=None, help=text)
+
+
+def overrides_from_flags(args: argparse.Namespace, flags: Sequence[OverrideFlag]) -> dict[str, Any]:
+    """The config fields the given flags set (``--max-num-seqs`` → ``max_num_seqs``)."""
+    overrides: dict[str, Any] = {}
+    for flag, _, _ in flags:
+        name = flag.removeprefix("--").replace("-", "_")
+        value = getattr(args, name, None)
+        if value is not None:
+            overrides[name] = value
+    return overrides

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from inferplane.configfile import add_override_flags, overrides_from_flags
+
 _OVERRIDE_FLAGS: tuple[tuple[str, type, str], ...] = (
     ("--repository", str, "model repository directory: MODEL/config.yaml and MODEL/VERSION/"),
     ("--host", str, "address to listen on (default 127.0.0.1)"),
@@ -24,19 +26,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         description="Serve a model repository over v2 REST and gRPC with dynamic batching, plus OpenAI /v1/embeddings.",
     )
     parser.add_argument("--config", metavar="FILE", help="YAML configuration file (section 'oip')")
-    for flag, kind, text in _OVERRIDE_FLAGS:
-        parser.add_argument(flag, type=kind, default=None, help=text)
+    add_override_flags(parser, _OVERRIDE_FLAGS)
     parser.add_argument("--load-model", action="append", dest="load_models", metavar="NAME", help="load only these models at start (repeatable)")
     parser.set_defaults(func=run)
     return parser
 
 
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    overrides: dict[str, Any] = {}
-    for flag, _, _ in _OVERRIDE_FLAGS:
-        name = flag.removeprefix("--").replace("-", "_")
-        if getattr(args, name, None) is not None:
-            overrides[name] = getattr(args, name)
+    overrides = overrides_from_flags(args, _OVERRIDE_FLAGS)
     if args.load_models:
         overrides["load_models"] = args.load_models
     return overrides

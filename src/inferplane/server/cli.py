@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from inferplane.configfile import add_override_flags, overrides_from_flags
+
 # Flags that override a ``ServerConfig`` field of the same (underscored) name.
 _OVERRIDE_FLAGS: tuple[tuple[str, type, str], ...] = (
     ("--host", str, "address to listen on (default 127.0.0.1)"),
@@ -31,8 +33,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         description="Serve one model over the OpenAI API with vLLM-compatible /metrics.",
     )
     parser.add_argument("--config", metavar="FILE", help="YAML configuration file (section 'server')")
-    for flag, kind, text in _OVERRIDE_FLAGS:
-        parser.add_argument(flag, type=kind, default=None, help=text)
+    add_override_flags(parser, _OVERRIDE_FLAGS)
     parser.add_argument(
         "--enable-prefix-caching",
         action=argparse.BooleanOptionalAction,
@@ -46,12 +47,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """The config fields set on the command line, as a nested mapping."""
-    overrides: dict[str, Any] = {}
-    for flag, _, _ in _OVERRIDE_FLAGS:
-        name = flag.removeprefix("--").replace("-", "_")
-        value = getattr(args, name, None)
-        if value is not None:
-            overrides[name] = value
+    overrides = overrides_from_flags(args, _OVERRIDE_FLAGS)
     if args.enable_prefix_caching is not None:
         overrides["enable_prefix_caching"] = args.enable_prefix_caching
     if args.sim_preset is not None:
