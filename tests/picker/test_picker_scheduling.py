@@ -42,9 +42,13 @@ from inferplane.picker.scheduling.scorers import (
 NOW = 1000.0
 
 
-def endpoint(i: int, waiting: float = 0, kv: float = 0.0, age: float = 0.0, in_flight: int = 0) -> Endpoint:
+def endpoint(
+    i: int, waiting: float = 0, kv: float = 0.0, age: float = 0.0, in_flight: int = 0, failing: bool = False
+) -> Endpoint:
     ep = Endpoint(f"10.0.0.{i}:8000", EndpointMetrics(waiting=waiting, kv_cache_usage=kv), updated_at=NOW - age)
     ep.in_flight = in_flight
+    if failing:
+        ep.failing_since = NOW - age / 2
     return ep
 
 
@@ -66,9 +70,17 @@ def test_queue_scorer_normalises_between_min_and_max() -> None:
     assert QueueScorer().score(ctx(), eps) == [1.0, 0.5, 0.0]
 
 
-def test_queue_scorer_all_equal_is_one_and_stale_is_zero() -> None:
-    eps = [endpoint(1, waiting=3), endpoint(2, waiting=3), endpoint(3, waiting=0, age=1.0)]
+def test_queue_scorer_all_equal_is_one_and_stale_failing_is_zero() -> None:
+    eps = [endpoint(1, waiting=3), endpoint(2, waiting=3), endpoint(3, waiting=0, age=1.0, failing=True)]
     assert QueueScorer().score(ctx(), eps) == [1.0, 1.0, 0.0]
+
+
+def test_a_late_scrape_is_not_held_against_an_endpoint() -> None:
+    """Old metrics of an endpoint whose scrapes succeed (the scraper is just behind) still count."""
+    idle_but_late, busy = endpoint(1, waiting=0, kv=0.0, age=1.0), endpoint(2, waiting=2, kv=0.5)
+    assert QueueScorer().score(ctx(), [idle_but_late, busy]) == [1.0, 0.0]
+    assert KVCacheUtilizationScorer().score(ctx(), [idle_but_late, busy]) == [1.0, 0.5]
+    assert LowQueueFilter(parameters=LowQueueFilter.Parameters(threshold=1)).filter(ctx(), [idle_but_late, busy]) == [idle_but_late]
 
 
 def test_queue_scorer_counts_requests_routed_since_the_scrape() -> None:
@@ -80,7 +92,7 @@ def test_queue_scorer_counts_requests_routed_since_the_scrape() -> None:
 
 
 def test_kv_cache_scorer_is_free_fraction() -> None:
-    eps = [endpoint(1, kv=0.0), endpoint(2, kv=0.75), endpoint(3, kv=0.1, age=1.0)]
+    eps = [endpoint(1, kv=0.0), endpoint(2, kv=0.75), endpoint(3, kv=0.1, age=1.0, failing=True)]
     assert KVCacheUtilizationScorer().score(ctx(), eps) == [1.0, 0.25, 0.0]
 
 
@@ -171,7 +183,7 @@ def test_prefix_scorer_discounts_short_prompts() -> None:
 
 
 def test_low_queue_filter_keeps_short_queues_or_everyone() -> None:
-    eps = [endpoint(1, waiting=1), endpoint(2, waiting=50), endpoint(3, waiting=1, age=5)]
+    eps = [endpoint(1, waiting=1), endpoint(2, waiting=50), endpoint(3, waiting=1, age=5, failing=True)]
     low = LowQueueFilter(parameters=LowQueueFilter.Parameters(threshold=10))
     assert low.filter(ctx(), eps) == [eps[0]]
     assert low.filter(ctx(), [eps[1]]) == [eps[1]]
@@ -179,7 +191,7 @@ def test_low_queue_filter_keeps_short_queues_or_everyone() -> None:
 
 def test_not_saturated_filter() -> None:
     flt = NotSaturatedFilter(parameters=NotSaturatedParameters(queue_threshold=5, kv_cache_threshold=0.8))
-    eps = [endpoint(1, waiting=4, kv=0.5), endpoint(2, waiting=5), endpoint(3, kv=0.85), endpoint(4, age=5)]
+    eps = [endpoint(1, waiting=4, kv=0.5), endpoint(2, waiting=5), endpoint(3, kv=0.85), endpoint(4, age=5, failing=True)]
     assert flt.filter(ctx(), eps) == [eps[0]]
     assert flt.filter(ctx(), eps[1:]) == eps[1:]  # all saturated: keep all
 

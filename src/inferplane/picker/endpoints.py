@@ -63,6 +63,20 @@ class Endpoint:
         """Metrics older than ``staleness`` seconds (or none at all): treat the endpoint as saturated."""
         return now - self.updated_at > staleness
 
+    def scoring_metrics(self, now: float, staleness: float) -> EndpointMetrics | None:
+        """The metrics scorers and filters may use: the last scrape, unless it is stale *and* the
+        endpoint's scrapes are failing (``None`` then, and before the first scrape).
+
+        Old metrics alone are not held against an endpoint: on a busy machine the scraper itself
+        falls behind, for every endpoint at different moments, and an idle replica that merely
+        waited for its scrape must not lose to a busy one. What moved since the scrape is covered by
+        the picker's own counts (``in_flight``, ``pending``). Admission (the saturation detector)
+        still treats any stale endpoint as saturated.
+        """
+        if self.failing_since is not None and now - self.updated_at > staleness:
+            return None
+        return self.metrics
+
 
 class Datastore:
     """The endpoints of one pool, keyed by address; the scraper writes, the scheduler reads."""

@@ -17,7 +17,7 @@ class LowQueueParameters(BaseModel):
 
 @register()
 class LowQueueFilter(Filter):
-    """Keep endpoints whose fresh waiting queue is at most ``threshold``; all of them if none qualifies."""
+    """Keep endpoints whose scraped waiting queue is at most ``threshold``; all of them if none qualifies."""
 
     type_name = "low-queue-filter"
     Parameters = LowQueueParameters
@@ -28,7 +28,7 @@ class LowQueueFilter(Filter):
         kept = [
             ep
             for ep in endpoints
-            if ep.metrics is not None and now - ep.updated_at <= staleness and ep.metrics.waiting <= limit
+            if (m := ep.scoring_metrics(now, staleness)) is not None and m.waiting <= limit
         ]
         return kept or endpoints
 
@@ -41,7 +41,7 @@ class NotSaturatedParameters(BaseModel):
 
 @register()
 class NotSaturatedFilter(Filter):
-    """Keep endpoints below saturation (``max(waiting/queue, kv/kv_threshold) < 1`` on fresh metrics).
+    """Keep endpoints below saturation (``max(waiting/queue, kv/kv_threshold) < 1`` on their scoring metrics).
 
     When every endpoint is saturated all are kept: admission, not this filter, decides about
     rejecting requests.
@@ -56,9 +56,8 @@ class NotSaturatedFilter(Filter):
         kept = [
             ep
             for ep in endpoints
-            if ep.metrics is not None
-            and now - ep.updated_at <= staleness
-            and ep.metrics.waiting / p.queue_threshold < 1.0
-            and ep.metrics.kv_cache_usage / p.kv_cache_threshold < 1.0
+            if (m := ep.scoring_metrics(now, staleness)) is not None
+            and m.waiting / p.queue_threshold < 1.0
+            and m.kv_cache_usage / p.kv_cache_threshold < 1.0
         ]
         return kept or endpoints

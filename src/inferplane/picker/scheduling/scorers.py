@@ -1,6 +1,7 @@
 """Load scorers: model-server queue, KV-cache use, the picker's own in-flight count, LoRA affinity.
 
-Endpoints whose metrics are stale score 0 on scraped signals (stale counts as saturated).
+Scraped signals come from :meth:`Endpoint.scoring_metrics`: the last scrape, unless the endpoint's
+scrapes are failing and it went stale (it then scores 0 on them, as if saturated).
 """
 
 from __future__ import annotations
@@ -38,14 +39,11 @@ class QueueScorer(Scorer):
 
     def score(self, ctx: CycleContext, endpoints: Sequence[Endpoint]) -> list[float]:
         now, staleness = ctx.now, ctx.staleness
-        return min_max_scores(
-            [
-                None
-                if ep.metrics is None or now - ep.updated_at > staleness
-                else ep.metrics.waiting + ep.routed_since_scrape
-                for ep in endpoints
-            ]
-        )
+        queues: list[float | None] = []
+        for ep in endpoints:
+            m = ep.scoring_metrics(now, staleness)
+            queues.append(None if m is None else m.waiting + ep.routed_since_scrape)
+        return min_max_scores(queues)
 
 
 @register()
@@ -58,8 +56,8 @@ class KVCacheUtilizationScorer(Scorer):
         now, staleness = ctx.now, ctx.staleness
         scores: list[float] = []
         for ep in endpoints:
-            m = ep.metrics
-            if m is None or now - ep.updated_at > staleness:
+            m = ep.scoring_metrics(now, staleness)
+            if m is None:
                 scores.append(0.0)
             else:
                 free = 1.0 - m.kv_cache_usage
