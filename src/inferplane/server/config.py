@@ -57,6 +57,11 @@ class ServerConfig(BaseModel):
     )
     device: str = Field(default="CPU", description="OpenVINO device (CPU, GPU) or torch device (cpu, cuda)")
     num_threads: int = Field(default=0, ge=0, description="OpenVINO inference threads (0: OpenVINO decides)")
+    warmup: bool = Field(
+        default=True,
+        description="run a few short generations before reporting ready, so the first requests do not pay "
+        "OpenVINO's one-time kernel preparation (about a second per new prompt-length range)",
+    )
     log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = Field(
         default="warning", description="uvicorn log level"
     )

@@ -106,6 +106,7 @@ class OpenVINOEngine(Engine):
             "kv_cache_size_gb": self.config.kv_cache_size_gb,
             "block_size": self.config.block_size,
             "num_threads": self.config.num_threads,
+            "warmup": self.config.warmup,
         }
         self._process = await asyncio.to_thread(
             subprocess.Popen,

@@ -83,6 +83,34 @@ def build_pipeline(config: dict[str, Any]) -> Any:
     return ov_genai.ContinuousBatchingPipeline(config["model"], scheduler, config["device"], properties)
 
 
+#: Prompt lengths of the warm-up generations: OpenVINO prepares its kernels per range of shapes, on
+#: first use (~1 s each on 2 cores); these cover short chat turns up to a full prefill chunk.
+WARMUP_PROMPT_LENGTHS = (1, 16, 64, 256)
+#: Concurrent decodes of the warm-up's last round (the batched decode shapes).
+WARMUP_BATCH = 8
+
+
+def warm_up(pipe: Any, eos_token_id: int, max_num_batched_tokens: int) -> None:
+    """Run short generations (each prompt length alone, then a small batch) before serving.
+
+    Prompts are distinct token ids, so the prefix cache holds nothing a real request would hit.
+    """
+    import numpy as np
+    import openvino as ov
+
+    params = SamplingParams(max_tokens=2, temperature=0.0, ignore_eos=True)
+    rounds = [[n] for n in WARMUP_PROMPT_LENGTHS if n <= max_num_batched_tokens] + [[8] * WARMUP_BATCH]
+    request_id = 1 << 62  # far from the server's ids, which count up from 1
+    for lengths in rounds:
+        for length in lengths:
+            first = 1000 + (request_id % 1000) * 13
+            tokens = np.arange(first, first + length, dtype=np.int64) % 30000
+            pipe.add_request(request_id, ov.Tensor(tokens.reshape(1, -1)), generation_config(params, eos_token_id))
+            request_id += 1
+        while pipe.has_non_finished_requests():
+            pipe.step()
+
+
 def generation_config(params: SamplingParams, eos_token_id: int) -> Any:
     import openvino_genai as ov_genai
 
@@ -120,6 +148,8 @@ def serve(commands: Connection, outputs: Connection, config: dict[str, Any]) -> 
     try:
         pipe = build_pipeline(config)
         eos_token_id = int(pipe.get_tokenizer().get_eos_token_id())
+        if config.get("warmup"):
+            warm_up(pipe, eos_token_id, int(config["max_num_batched_tokens"]))
     except Exception as exc:  # noqa: BLE001 - reported to the server, which exits with it
         outputs.send(("error", f"{type(exc).__name__}: {exc}"))
         return
