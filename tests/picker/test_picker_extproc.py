@@ -82,7 +82,11 @@ async def make_picker(config: PickerConfig, loads: Sequence[tuple[float, float]]
         datastore.record_scrape(ep, EndpointMetrics(waiting=waiting, kv_cache_usage=kv), now=time.monotonic())
     metrics = PickerMetrics()
     service = ExtProcService(
-        build_scheduler(config, datastore, metrics), metrics, config.response_processing, config.objectives
+        build_scheduler(config, datastore, metrics),
+        metrics,
+        config.response_processing,
+        config.objectives,
+        engine_priority=config.engine_priority,
     )
     async with grpc_server(lambda server: add_to_server(service, server)) as channel:
         yield Picker(pb_grpc.ExternalProcessorStub(channel), datastore, metrics)
@@ -179,6 +183,23 @@ async def test_model_rewrite_header_changes_the_body() -> None:
         assert orjson.loads(body)["model"] == "m-canary"
         assert set_headers(responses[0])["content-length"] == str(len(body))
         assert picker.metric("inference_objective_request_total", model_name="m", target_model_name="m-canary") == 1
+
+
+async def test_engine_priority_hands_the_objective_priority_to_the_server() -> None:
+    config = PickerConfig(objectives={"critical": 10, "batch": -1}, engine_priority=True)
+    async for picker in make_picker(config):
+        forwarded = {}
+        for objective in ("critical", "batch", "unknown"):
+            headers = {**POST, "x-llm-d-inference-objective": objective}
+            responses = await picker.exchange([headers_message(headers), *body_messages(chat_body(), 1)])
+            forwarded[objective] = orjson.loads(b"".join(c.body for c in streamed(responses[1:])))
+        # vLLM's priority: lower first, so the objective's priority is negated; 0 is left out.
+        assert forwarded["critical"]["priority"] == -10 and forwarded["batch"]["priority"] == 1
+        assert "priority" not in forwarded["unknown"]
+        own = orjson.dumps({**orjson.loads(chat_body()), "priority": 3})
+        headers = {**POST, "x-llm-d-inference-objective": "critical"}
+        responses = await picker.exchange([headers_message(headers), *body_messages(own, 1)])
+        assert orjson.loads(b"".join(c.body for c in streamed(responses[1:])))["priority"] == 3
 
 
 async def test_subset_hint_restricts_candidates(picker: Picker) -> None:

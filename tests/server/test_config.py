@@ -50,6 +50,7 @@ def test_prefix_caching_flag() -> None:
         ("server:\n  model: /no/such/model.gguf\n", "model"),
         ("server:\n  sim:\n    preset: nope\n", "sim.preset"),
         ("server:\n  max_num_seqs: 64\n  max_num_batched_tokens: 32\n", "max_num_batched_tokens"),
+        ("server:\n  scheduling_policy: priority\n", "scheduling_policy"),
     ],
 )
 def test_errors_name_the_bad_field(tmp_path: Path, yaml_text: str, needle: str) -> None:

@@ -195,3 +195,30 @@ def test_user_settings_override_the_preset() -> None:
 def test_kv_cache_too_small_for_max_model_len_is_a_config_error() -> None:
     with pytest.raises(ValueError, match="larger than the KV cache"):
         create_engine(config(num_blocks=10, max_model_len=4096))
+
+
+async def test_priority_policy_serves_the_more_important_waiting_request_first() -> None:
+    """One batch slot, a low-priority request running and two waiting: the urgent one goes next."""
+    engine = create_engine(config(scheduling_policy="priority", max_num_seqs=1))
+    await engine.start()
+    try:
+        finished: list[str] = []
+
+        async def run(request_id: str, priority: int, max_tokens: int) -> None:
+            req = EngineRequest(
+                request_id,
+                chat_prompt(engine, f"request {request_id}"),
+                SamplingParams(max_tokens=max_tokens, ignore_eos=True),
+                priority=priority,
+            )
+            await collect(engine, req)
+            finished.append(request_id)
+
+        first = asyncio.create_task(run("batch-1", 10, 40))
+        while engine.stats().num_requests_running == 0:
+            await asyncio.sleep(0.001)
+        rest = [asyncio.create_task(run("batch-2", 10, 5)), asyncio.create_task(run("critical", -5, 5))]
+        await asyncio.gather(first, *rest)
+        assert finished == ["batch-1", "critical", "batch-2"]
+    finally:
+        await engine.stop()

@@ -2,22 +2,42 @@ from inferplane.sim.config import OutputLengthConfig
 from inferplane.sim.kv_cache import KVCache
 from inferplane.sim.request import RequestStatus, SimRequest
 from inferplane.sim.sampler import OutputSampler
-from inferplane.sim.scheduler import Scheduler, SchedulerLimits
+from inferplane.sim.scheduler import Scheduler, SchedulerLimits, SchedulingPolicy
 from inferplane.sim.tokenizer import get_tokenizer
 
 BLOCK = 4
 
 
 def make_scheduler(
-    num_blocks: int = 64, max_num_seqs: int = 8, budget: int = 32, max_model_len: int = 4096, prefix: bool = True
+    num_blocks: int = 64,
+    max_num_seqs: int = 8,
+    budget: int = 32,
+    max_model_len: int = 4096,
+    prefix: bool = True,
+    policy: SchedulingPolicy = "fcfs",
 ) -> Scheduler:
     cache = KVCache(num_blocks, BLOCK, enable_prefix_caching=prefix)
     sampler = OutputSampler(get_tokenizer(), OutputLengthConfig(distribution="fixed", mean=1000, max=1000))
-    return Scheduler(SchedulerLimits(max_num_seqs, budget, max_model_len), cache, sampler)
+    return Scheduler(SchedulerLimits(max_num_seqs, budget, max_model_len), cache, sampler, policy)
 
 
-def add(scheduler: Scheduler, request_id: str, prompt_len: int, max_tokens: int = 100, first: int = 0) -> SimRequest:
-    request = SimRequest(request_id, list(range(first, first + prompt_len)), max_tokens, ignore_eos=True)
+def add(
+    scheduler: Scheduler,
+    request_id: str,
+    prompt_len: int,
+    max_tokens: int = 100,
+    first: int = 0,
+    priority: int = 0,
+    arrival: float = 0.0,
+) -> SimRequest:
+    request = SimRequest(
+        request_id,
+        list(range(first, first + prompt_len)),
+        max_tokens,
+        ignore_eos=True,
+        priority=priority,
+        arrival_time=arrival,
+    )
     scheduler.sampler.prepare(request)
     scheduler.add_request(request)
     return request
@@ -99,6 +119,39 @@ def test_newest_request_is_preempted_when_blocks_run_out() -> None:
     drain(scheduler)
     # Both finish; the preempted one recomputed its prompt and output so far.
     assert old.num_output_tokens == 12 and new.num_output_tokens == 12
+
+
+def test_priority_policy_admits_by_priority_then_arrival() -> None:
+    scheduler = make_scheduler(max_num_seqs=1, budget=64, policy="priority")
+    add(scheduler, "batch-early", 8, max_tokens=2, priority=5, arrival=1.0)
+    add(scheduler, "critical-late", 8, max_tokens=2, first=100, priority=-1, arrival=3.0)
+    add(scheduler, "normal", 8, max_tokens=2, first=200, priority=0, arrival=2.0)
+    order = [next(iter(batch)) for batch in drain(scheduler) if len(batch) == 1 and 8 in batch.values()]
+    assert order == ["critical-late", "normal", "batch-early"]
+
+
+def test_priority_policy_preempts_the_lowest_priority_even_if_already_scheduled() -> None:
+    # Same geometry as the FCFS case above, but the *older* request is the low-priority one: under
+    # FCFS the newest would be the victim; under priority the old low-priority request gives way,
+    # even though it comes first in the running list (already scheduled in that step).
+    scheduler = make_scheduler(num_blocks=6, budget=64, max_model_len=24, policy="priority")
+    low = add(scheduler, "low", 8, max_tokens=12, priority=10, arrival=1.0)
+    high = add(scheduler, "high", 8, max_tokens=12, first=100, priority=0, arrival=2.0)
+    for _ in range(20):
+        plan = scheduler.schedule()
+        if plan.preempted:
+            assert plan.preempted == [low]
+            assert [r.request_id for r, _ in plan.scheduled] == ["high"]
+            assert plan.num_scheduled_tokens == sum(n for _, n in plan.scheduled)
+            assert low.status is RequestStatus.PREEMPTED and low.block_ids == []
+            break
+        scheduler.update(plan)
+    else:
+        raise AssertionError("no preemption happened")
+    scheduler.update(plan)
+    drain(scheduler)
+    assert high.num_output_tokens == 12 and low.num_output_tokens == 12
+    assert high.num_preemptions == 0 and low.num_preemptions >= 1
 
 
 def test_prefix_hits_skip_prefill_and_set_cached_tokens() -> None:

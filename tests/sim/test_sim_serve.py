@@ -94,3 +94,16 @@ def test_streaming_chat_ends_with_usage(server: str) -> None:
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text.strip()
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 8
+
+
+def test_a_priority_needs_the_priority_policy(server: str) -> None:
+    """Like vLLM: a non-zero ``priority`` on a FCFS server is a 400 naming the parameter."""
+    client = openai.OpenAI(base_url=f"{server}/v1", api_key="unused", max_retries=0)
+    model = client.models.list().data[0].id
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.completions.create(model=model, prompt="hi", max_tokens=2, extra_body={"priority": 1})
+    error = caught.value.body
+    assert isinstance(error, dict) and error.get("param") == "priority"
+    assert "priority scheduling is not enabled" in str(error.get("message"))
+    ok = client.completions.create(model=model, prompt="hi", max_tokens=2, extra_body={"priority": 0})
+    assert ok.choices[0].text is not None

@@ -131,6 +131,12 @@ class PickerConfig(BaseModel):
     objectives: dict[str, int | ObjectiveSpec] = Field(default_factory=dict)
     #: The objective of requests naming none (or an unknown one); "" = priority 0, no objective.
     default_objective: str = ""
+    #: Also hand the objective's priority to the model server, as vLLM's body field ``priority``
+    #: (negated: a higher objective priority is a lower vLLM number, served first), for servers started
+    #: with ``--scheduling-policy priority``: there a critical request overtakes queued filler work and
+    #: a running filler request is preempted first when KV blocks run out. Requests that set
+    #: ``priority`` themselves keep theirs. Off by default: a FCFS vLLM rejects a non-zero priority.
+    engine_priority: bool = False
     #: Queue requests while the pool is saturated (priority bands, tenant fairness, TTL); see flow_control.
     flow_control: FlowControlConfig = Field(default_factory=FlowControlConfig)
     #: InferenceModelRewrite-shaped rules:

@@ -99,6 +99,17 @@ def body_chunks(body: bytes, end_of_stream: bool, phase: str = "request_body") -
     ]
 
 
+def set_engine_priority(request: InferenceRequest) -> None:
+    """Write the objective's priority into a generation body as vLLM's ``priority`` (lower first).
+
+    Priority 0 is vLLM's default and is left out; a body with its own ``priority`` keeps it.
+    """
+    body = request.body
+    if request.priority and request.kind in ("chat", "completions") and body is not None and "priority" not in body:
+        body["priority"] = -request.priority
+        request.body_changed = True
+
+
 def immediate_response(error: RequestRejected) -> pb.ProcessingResponse:
     """The picker answers the client itself: status, reason header, OpenAI error JSON."""
     return pb.ProcessingResponse(
@@ -238,6 +249,8 @@ class RequestStream:
         service = self.service
         if service.rewrites and not request.body_changed:  # the rewrite header, when sent, wins
             service.rewrites.apply(request)
+        if service.engine_priority:
+            set_engine_priority(request)
         if request.body_changed:
             raw = orjson.dumps(request.body)
         self.body, self.end_of_stream = raw, end_of_stream
@@ -489,8 +502,10 @@ class ExtProcService(pb_grpc.ExternalProcessorServicer):
         max_body_bytes: int = 64 << 20,
         flow: FlowController | None = None,
         rewrites: ModelRewrites | None = None,
+        engine_priority: bool = False,
     ) -> None:
         self.scheduler = scheduler
+        self.engine_priority = engine_priority
         self.max_body_bytes = max_body_bytes
         self.metrics = metrics
         self.response_processing = response_processing

@@ -65,6 +65,7 @@ class PickerServer:
             max_body_bytes=config.max_body_bytes,
             flow=self.flow,
             rewrites=self.rewrites,
+            engine_priority=config.engine_priority,
         )
         self.health = PickerHealth(self.datastore)
         self.scraper = MetricsScraper(

@@ -110,6 +110,16 @@ class OpenAIServer:
         if model is not None and model != self.model_name:
             raise APIError(f"The model `{model}` does not exist.", 404, "model")
 
+    def check_priority(self, priority: int) -> None:
+        """vLLM refuses a non-zero ``priority`` unless the server schedules by priority."""
+        if priority != 0 and self.config.scheduling_policy != "priority":
+            raise APIError(
+                f"Got priority {priority} but priority scheduling is not enabled "
+                "(start the server with scheduling_policy: priority).",
+                400,
+                "priority",
+            )
+
     @staticmethod
     def request_id(request: Request) -> str:
         return request.headers.get("x-request-id") or uuid.uuid4().hex
@@ -131,6 +141,7 @@ class OpenAIServer:
     async def chat_completions(self, request: Request) -> Response:
         body = parse(ChatCompletionRequest, await read_json(request))
         self.check_model(body.model)
+        self.check_priority(body.priority)
         prompt_ids = await chat_prompt_ids(self.engine, body.chat_messages(), body.add_generation_prompt)
         max_tokens = check_length(self.engine, len(prompt_ids), body.requested_max_tokens(), "messages")
         base_id = self.request_id(request)
@@ -204,6 +215,7 @@ class OpenAIServer:
     async def completions(self, request: Request) -> Response:
         body = parse(CompletionRequest, await read_json(request))
         self.check_model(body.model)
+        self.check_priority(body.priority)
         prompts = await self._completion_prompts(body)
         limits = [check_length(self.engine, len(ids), body.requested_max_tokens(), "prompt") for ids in prompts]
         base_id = self.request_id(request)

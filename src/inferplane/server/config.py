@@ -48,6 +48,11 @@ class ServerConfig(BaseModel):
         default=512, ge=16, description="most tokens (prefill chunks plus decodes) scheduled in one engine step"
     )
     enable_prefix_caching: bool = Field(default=True, description="reuse KV blocks of shared prompt prefixes")
+    scheduling_policy: Literal["fcfs", "priority"] = Field(
+        default="fcfs",
+        description="vLLM's --scheduling-policy: fcfs, or priority (requests' `priority` field, lower first; a "
+        "low-priority request is preempted for a higher one when KV blocks run out); priority: sim engine only",
+    )
     num_blocks: int | None = Field(
         default=1024, ge=1, description="KV cache size in blocks (wins over kv_cache_size_gb when both are set)"
     )
@@ -76,6 +81,10 @@ class ServerConfig(BaseModel):
                 )
             if not Path(self.model).exists():
                 raise ValueError(f"model: {self.model} does not exist")
+        if self.scheduling_policy == "priority" and self.engine != "sim":
+            raise ValueError(
+                f"scheduling_policy: priority scheduling is implemented by the sim engine only, not {self.engine}"
+            )
         if self.max_num_batched_tokens < self.max_num_seqs:
             raise ValueError(
                 f"max_num_batched_tokens ({self.max_num_batched_tokens}) must be at least "

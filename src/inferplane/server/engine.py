@@ -38,6 +38,8 @@ class EngineRequest:
     params: SamplingParams
     # Set by the server for engines that care (the simulator uses it for prefix hashing).
     lora_name: str | None = None
+    # vLLM's request priority (lower first); only engines started with the priority policy see non-zero.
+    priority: int = 0
 
 
 @dataclass(slots=True)

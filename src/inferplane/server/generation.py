@@ -55,7 +55,7 @@ def engine_request(
     engine: Engine, request_id: str, prompt_ids: Sequence[int], request: SamplingRequest, max_tokens: int
 ) -> EngineRequest:
     params: SamplingParams = request.sampling_params(max_tokens, engine.eos_token_ids)
-    return EngineRequest(request_id=request_id, prompt_token_ids=prompt_ids, params=params)
+    return EngineRequest(request_id=request_id, prompt_token_ids=prompt_ids, params=params, priority=request.priority)
 
 
 def new_decoder(engine: Engine) -> IncrementalDecoder:

@@ -115,6 +115,8 @@ class SamplingRequest(BaseModel):
     stream_options: StreamOptions | None = None
     ignore_eos: bool = False
     user: str | None = None
+    #: vLLM's extension: lower is served first; non-zero needs ``scheduling_policy: priority``.
+    priority: int = 0
 
     @field_validator("n")
     @classmethod

@@ -179,6 +179,7 @@ class SimEngine(Engine):
                     seed=params.seed,
                     temperature=params.temperature,
                     arrival_time=arrival_time,
+                    priority=request.priority,
                 )
                 self._wakeup.set()
             while not finished:
@@ -282,6 +283,7 @@ def resolve_spec(config: ServerConfig, preset: Preset) -> ReplicaSpec:
         max_num_seqs=pick("max_num_seqs", preset.max_num_seqs),
         max_num_batched_tokens=pick("max_num_batched_tokens", preset.max_num_batched_tokens),
         enable_prefix_caching=config.enable_prefix_caching,
+        scheduling_policy=config.scheduling_policy,
     )
 
 

@@ -17,7 +17,7 @@ from inferplane.sim.cost_model import CostModel, Preset
 from inferplane.sim.kv_cache import CacheEvent, KVCache
 from inferplane.sim.request import SimRequest
 from inferplane.sim.sampler import OutputSampler
-from inferplane.sim.scheduler import Scheduler, SchedulerLimits, StepPlan
+from inferplane.sim.scheduler import Scheduler, SchedulerLimits, SchedulingPolicy, StepPlan
 from inferplane.sim.tokenizer import Tokenizer
 
 
@@ -32,6 +32,8 @@ class ReplicaSpec:
     max_num_seqs: int
     max_num_batched_tokens: int
     enable_prefix_caching: bool = True
+    #: vLLM's ``--scheduling-policy``: ``fcfs`` or ``priority`` (requests' ``priority``, lower first).
+    scheduling_policy: SchedulingPolicy = "fcfs"
 
     @classmethod
     def from_preset(cls, preset: Preset) -> ReplicaSpec:
@@ -73,7 +75,7 @@ class Replica:
         self.kv_cache = KVCache(spec.num_blocks, spec.block_size, spec.enable_prefix_caching, on_cache_event)
         self.sampler = OutputSampler(tokenizer, output_length, seed)
         limits = SchedulerLimits(spec.max_num_seqs, spec.max_num_batched_tokens, spec.max_model_len)
-        self.scheduler = Scheduler(limits, self.kv_cache, self.sampler)
+        self.scheduler = Scheduler(limits, self.kv_cache, self.sampler, spec.scheduling_policy)
         self.cost = spec.cost
         self.num_steps = 0
         self.busy_time = 0.0  # modelled seconds spent in steps
@@ -90,6 +92,7 @@ class Replica:
         seed: int | None = None,
         temperature: float = 1.0,
         arrival_time: float = 0.0,
+        priority: int = 0,
     ) -> SimRequest:
         request = SimRequest(
             request_id,
@@ -99,6 +102,7 @@ class Replica:
             stop_token_ids=stop_token_ids,
             lora_name=lora_name,
             arrival_time=arrival_time,
+            priority=priority,
         )
         self.sampler.prepare(request, seed, temperature)
         self.scheduler.add_request(request)

@@ -37,6 +37,7 @@ class SimRequest(KVCacheOwner):
         "num_computed_tokens",
         "num_preemptions",
         "num_prompt_tokens",
+        "priority",
         "request_id",
         "status",
         "stop_token_ids",
@@ -53,8 +54,11 @@ class SimRequest(KVCacheOwner):
         stop_token_ids: Collection[int] = (),
         lora_name: str | None = None,
         arrival_time: float = 0.0,
+        priority: int = 0,
     ) -> None:
         super().__init__(list(prompt_token_ids), lora_name)
+        # vLLM's request priority: lower is served first (used by the ``priority`` policy).
+        self.priority = priority
         self.request_id = request_id
         self.num_prompt_tokens = len(prompt_token_ids)
         self.max_tokens = max_tokens

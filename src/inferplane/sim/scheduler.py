@@ -1,11 +1,16 @@
-"""Continuous batching like vLLM v1's ``Scheduler`` (FCFS policy, chunked prefill always on).
+"""Continuous batching like vLLM v1's ``Scheduler`` (chunked prefill always on).
 
 Each step has a token budget (``max_num_batched_tokens``) shared by every scheduled request:
 running requests first (1 token per decode, a chunk of the rest of the prompt for a prefill),
-then waiting requests in arrival order while the budget, ``max_num_seqs`` and free KV blocks
-allow. When a running request needs a block and none is free, the newest running request is
-preempted (its blocks freed, its progress recomputed later) and put back at the head of the
-queue. A step is split in two calls so a caller can let time pass in between:
+then waiting requests in queue order while the budget, ``max_num_seqs`` and free KV blocks
+allow. When a running request needs a block and none is free, a running request is preempted
+(its blocks freed, its progress recomputed later) and put back in the queue.
+
+Two policies, as vLLM's ``--scheduling-policy``: ``fcfs`` (the queue in arrival order, the newest
+running request is the preemption victim, preempted requests go back to the head of the queue)
+and ``priority`` (the queue ordered by ``(priority, arrival_time)``, lower first; the victim is the
+running request with the largest such key, so a waiting or running low-priority request gives way
+to a higher-priority one; a preempted request takes its place in that order again). A step is split in two calls so a caller can let time pass in between:
 :meth:`Scheduler.schedule` decides the batch and :meth:`Scheduler.update` applies its results.
 
 No asyncio and no clock: the engine and the cluster simulator drive it.
@@ -13,8 +18,12 @@ No asyncio and no clock: the engine and the cluster simulator drive it.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Literal
 
 from inferplane.sim.kv_cache import KVCache
 from inferplane.sim.request import RequestStatus, SimRequest
@@ -22,6 +31,47 @@ from inferplane.sim.sampler import OutputSampler
 
 _RUNNING = RequestStatus.RUNNING
 _FINISHED = RequestStatus.FINISHED
+
+SchedulingPolicy = Literal["fcfs", "priority"]
+
+
+class PriorityQueue:
+    """Waiting requests ordered by ``(priority, arrival_time)``, ties in insertion order.
+
+    Offers the few deque operations the scheduler uses; ``appendleft`` (a preempted request going
+    back) inserts by key like ``append``, as vLLM's priority queue does.
+    """
+
+    def __init__(self) -> None:
+        self._keys: list[tuple[int, float, int]] = []
+        self._requests: list[SimRequest] = []
+        self._order = itertools.count()
+
+    def append(self, request: SimRequest) -> None:
+        key = (request.priority, request.arrival_time, next(self._order))
+        position = bisect.bisect(self._keys, key)
+        self._keys.insert(position, key)
+        self._requests.insert(position, request)
+
+    appendleft = append
+
+    def popleft(self) -> SimRequest:
+        del self._keys[0]
+        return self._requests.pop(0)
+
+    def remove(self, request: SimRequest) -> None:
+        position = self._requests.index(request)
+        del self._keys[position]
+        del self._requests[position]
+
+    def __getitem__(self, index: int) -> SimRequest:
+        return self._requests[index]
+
+    def __len__(self) -> int:
+        return len(self._requests)
+
+    def __iter__(self) -> Iterator[SimRequest]:
+        return iter(self._requests)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,11 +99,14 @@ class StepPlan:
 class Scheduler:
     """The waiting queue, the running batch, and the step logic over a :class:`KVCache`."""
 
-    def __init__(self, limits: SchedulerLimits, kv_cache: KVCache, sampler: OutputSampler) -> None:
+    def __init__(
+        self, limits: SchedulerLimits, kv_cache: KVCache, sampler: OutputSampler, policy: SchedulingPolicy = "fcfs"
+    ) -> None:
         self.limits = limits
         self.kv_cache = kv_cache
         self.sampler = sampler
-        self.waiting: deque[SimRequest] = deque()
+        self.policy: SchedulingPolicy = policy
+        self.waiting: deque[SimRequest] | PriorityQueue = deque() if policy == "fcfs" else PriorityQueue()
         self.running: list[SimRequest] = []
         self.requests: dict[str, SimRequest] = {}
         self.num_preemptions = 0
@@ -104,6 +157,8 @@ class Scheduler:
         prefill_tokens = num_decodes = context_tokens = 0
 
         block_size = kv_cache.block_size
+        by_priority = self.policy == "priority"
+        decodes: list[bool] = []  # per scheduled running request: counted as a decode
         index = 0
         while index < len(running) and budget > 0:
             request = running[index]
@@ -112,6 +167,7 @@ class Scheduler:
             if num_new == 1 and (computed + 1) % block_size and computed < len(request.block_ids) * block_size:
                 # Fast path for most decodes: the token fits in the last block, which stays partial.
                 scheduled.append((request, 1))
+                decodes.append(True)
                 budget -= 1
                 context_tokens += computed + 1
                 num_decodes += 1
@@ -119,7 +175,21 @@ class Scheduler:
                 continue
             num_new = min(num_new, budget)
             while not kv_cache.allocate(request, computed, num_new):
-                victim = running.pop()
+                if by_priority:
+                    victim = max(running, key=_priority_key)
+                    position = running.index(victim)
+                    del running[position]
+                    if position < index:  # already scheduled in this step: take it out again
+                        index -= 1
+                        undone, undone_new = scheduled.pop(position)
+                        budget += undone_new
+                        context_tokens -= undone.num_computed_tokens + undone_new
+                        if decodes.pop(position):
+                            num_decodes -= 1
+                        else:
+                            prefill_tokens -= undone_new
+                else:
+                    victim = running.pop()
                 self._preempt(victim)
                 plan.preempted.append(victim)
                 if victim is request:
@@ -128,7 +198,9 @@ class Scheduler:
                 scheduled.append((request, num_new))
                 budget -= num_new
                 context_tokens += computed + num_new
-                if num_new == 1 and computed > request.num_prompt_tokens - 1:
+                is_decode = num_new == 1 and computed > request.num_prompt_tokens - 1
+                decodes.append(is_decode)
+                if is_decode:
                     num_decodes += 1
                 else:
                     prefill_tokens += num_new
@@ -165,6 +237,7 @@ class Scheduler:
         return plan
 
     def _preempt(self, request: SimRequest) -> None:
+        """Free the request's blocks and queue it again (its progress is recomputed later)."""
         self.kv_cache.free(request)
         request.status = RequestStatus.PREEMPTED
         request.num_computed_tokens = 0
@@ -206,3 +279,7 @@ class Scheduler:
         if any_finished:
             self.running = [request for request in self.running if request.status is _RUNNING]
         return produced
+
+
+def _priority_key(request: SimRequest) -> tuple[int, float]:
+    return (request.priority, request.arrival_time)
