@@ -3,9 +3,9 @@
     python bench/filler/run.py [--batch 5000] [--phase-s 30] [--out bench/results/filler]
 
 Phases (one `inferplane up` with sim replicas; picker objectives critical=10, batch=-1):
-  1. saturated capacity: closed-loop critical clients, many in flight → req/s
+  1. pool capacity: closed-loop clients straight at the replicas, 2× max_num_seqs each → req/s
   2. batch alone on the idle pool → req/s, as a share of (1)
-  3. critical alone at ~60 % of (1), streaming → TTFT p99
+  3. critical alone at ~60 % of (1), streaming → TTFT p99 (to the first generated text)
   4. critical at the same rate + the batch → critical TTFT p99, batch req/s as a share of the spare capacity
   5. async queue (real Redis) with the worker killed -9 twice → lost, duplicates
 """
@@ -52,39 +52,44 @@ def pct(values: list[float], p: float) -> float:
     return values[min(len(values) - 1, int(p / 100 * len(values)))] if values else float("nan")
 
 
-async def saturated(base: str, model: str, seconds: float, concurrency: int) -> float:
+async def saturated(urls: list[str], model: str, seconds: float, concurrency: int) -> float:
+    """The pool's capacity: closed-loop clients straight at the replicas (no gateway admission in the
+    way), ``concurrency`` per replica so every batch slot stays busy and a queue is always waiting."""
     done = 0
     stop = time.monotonic() + seconds
-    async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=concurrency)) as client:
-        async def loop(k: int) -> None:
+    limits = httpx.Limits(max_connections=concurrency * len(urls))
+    async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+        async def loop(k: int, url: str) -> None:
             nonlocal done
             i = 0
             while time.monotonic() < stop:
-                r = await client.post(f"{base}/chat/completions", json=body(k * 100000 + i, model),
-                                      headers={"x-llm-d-inference-objective": "critical"})
+                r = await client.post(f"{url}/v1/chat/completions", json=body(k * 100000 + i, model))
                 i += 1
                 if r.status_code == 200:
                     done += 1
         start = time.monotonic()
-        await asyncio.gather(*(loop(k) for k in range(concurrency)))
+        await asyncio.gather(*(loop(k, url) for url in urls for k in range(concurrency)))
     return done / (time.monotonic() - start)
 
 
 async def critical_load(base: str, model: str, rate: float, seconds: float) -> list[float]:
-    """Open-loop Poisson streaming requests; returns TTFTs (s)."""
+    """Open-loop Poisson streaming requests; returns TTFTs (s): until the first generated text, not
+    the opening role chunk, which a vLLM-style server sends before the first token."""
     ttfts: list[float] = []
     rng = random.Random(1)
     async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=512)) as client:
         async def one(i: int) -> None:
             t0 = time.monotonic()
+            first: float | None = None
             async with client.stream("POST", f"{base}/chat/completions", json=body(i, model, True),
                                      headers={"x-llm-d-inference-objective": "critical"}) as r:
-                async for _ in r.aiter_bytes():
-                    if r.status_code == 200:
-                        ttfts.append(time.monotonic() - t0)
-                    break
-                async for _ in r.aiter_bytes():
-                    pass
+                async for line in r.aiter_lines():
+                    if first is None and line.startswith("data: {") and '"content":"' in line:
+                        content = orjson.loads(line[6:])["choices"][0]["delta"].get("content")
+                        if content:
+                            first = time.monotonic() - t0
+                if r.status_code == 200 and first is not None:
+                    ttfts.append(first)
         tasks = []
         stop = time.monotonic() + seconds
         i = 0
@@ -178,8 +183,11 @@ async def main_async(args: argparse.Namespace, tmp: Path, platform) -> dict:
     model = (httpx.get(f"{base}/models").json()["data"][0]["id"])
     res: dict = {"model": model, "config": {"replicas": args.replicas, "batch_requests": args.batch, "phase_s": args.phase_s,
                             "max_tokens": MODEL_BODY["max_tokens"], "batch_concurrency": args.concurrency,
-                            "adaptive_window": args.adaptive, "target_queue": args.target_queue}}
-    cap = await saturated(base, model, args.phase_s, args.concurrency)
+                            "adaptive_window": args.adaptive, "target_queue": args.target_queue,
+                            "engine_priority": args.engine_priority, "max_num_seqs": args.max_num_seqs,
+                            "num_blocks": args.num_blocks, "time_scale": args.time_scale}}
+    urls = [platform.server_url(i) for i in range(args.replicas)]
+    cap = await saturated(urls, model, args.phase_s, 2 * args.max_num_seqs)
     res["saturated_rps"] = round(cap, 2)
     window = {"metrics_url": f"http://127.0.0.1:{platform.ports['metrics']}/metrics" if args.adaptive else None,
               "target_queue": args.target_queue}
@@ -214,7 +222,7 @@ def markdown(res: dict) -> str:
         "# Filler traffic benchmark (batch + async on simulated replicas)", "",
         f"Config: {json.dumps(res['config'])}", "",
         "| measurement | value | target |", "|---|---|---|",
-        f"| saturated throughput (critical, closed loop) | {res['saturated_rps']} req/s | |",
+        f"| pool capacity (closed loop, straight at the replicas) | {res['saturated_rps']} req/s | |",
         f"| batch alone | {res['batch_alone']['rps']} req/s = {res['batch_alone']['share_of_saturated']:.0%} of saturated | ≥ 95 % |",
         f"| critical alone @60 % TTFT p99 | {res['critical_alone']['ttft_p99_s']} s | |",
         f"| critical + batch TTFT p99 | {res['critical_with_batch']['ttft_p99_s']} s ({res['critical_with_batch']['ttft_p99_change']:+.0%}) | ≤ +10 % |",
@@ -235,14 +243,26 @@ def main() -> int:
     parser.add_argument("--evict", action="store_true")
     parser.add_argument("--adaptive", action="store_true", help="batch uses the AIMD window on the pool queue")
     parser.add_argument("--target-queue", type=float, default=0.0)
+    parser.add_argument("--engine-priority", action="store_true",
+                        help="replicas schedule by priority (vLLM --scheduling-policy priority) and the picker "
+                             "hands them each objective's priority")
+    parser.add_argument("--num-blocks", type=int, default=None, help="KV blocks per replica (preset default)")
+    parser.add_argument("--time-scale", type=float, default=1.0,
+                        help="simulated time per modelled second (>1: slower replicas, so the Python processes on "
+                             "this machine's few cores add proportionally less noise)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "filler"))
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="filler-"))
     # Replicas that saturate well below what 2 CPU cores of Python can push: 8 sequences each,
     # 64 output tokens (~0.75 s per request on the llama3-8b-h100 preset).
     server = {"engine": "sim", "max_num_seqs": args.max_num_seqs, "max_num_batched_tokens": 512,
-              "sim": {"output_length": {"distribution": "fixed", "mean": MODEL_BODY["max_tokens"]}}}
-    picker = {"objectives": {"critical": 10, "batch": -1},
+              "sim": {"output_length": {"distribution": "fixed", "mean": MODEL_BODY["max_tokens"]},
+                      "time_scale": args.time_scale}}
+    if args.num_blocks:
+        server["num_blocks"] = args.num_blocks
+    if args.engine_priority:
+        server["scheduling_policy"] = "priority"
+    picker = {"objectives": {"critical": 10, "batch": -1}, "engine_priority": args.engine_priority,
               "flow_control": {"enabled": True, "queue_sheddable": True, "evict_sheddable": args.evict,
                                "bands": [{"priority": -1, "max_requests": 100000, "ttl": 3600}]},
               "saturation": {"type": "utilization-detector",

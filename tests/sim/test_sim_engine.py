@@ -197,8 +197,9 @@ def test_kv_cache_too_small_for_max_model_len_is_a_config_error() -> None:
         create_engine(config(num_blocks=10, max_model_len=4096))
 
 
-async def test_priority_policy_serves_the_more_important_waiting_request_first() -> None:
-    """One batch slot, a low-priority request running and two waiting: the urgent one goes next."""
+async def test_priority_policy_lets_urgent_work_preempt_filler_work() -> None:
+    """One batch slot held by a long low-priority request; an urgent request preempts it at once and
+    finishes first, then the preempted one resumes ahead of the later low-priority request."""
     engine = create_engine(config(scheduling_policy="priority", max_num_seqs=1))
     await engine.start()
     try:
@@ -219,6 +220,7 @@ async def test_priority_policy_serves_the_more_important_waiting_request_first()
             await asyncio.sleep(0.001)
         rest = [asyncio.create_task(run("batch-2", 10, 5)), asyncio.create_task(run("critical", -5, 5))]
         await asyncio.gather(first, *rest)
-        assert finished == ["batch-1", "critical", "batch-2"]
+        assert finished == ["critical", "batch-1", "batch-2"]
+        assert engine.stats().num_preemptions >= 1
     finally:
         await engine.stop()

@@ -154,6 +154,24 @@ def test_priority_policy_preempts_the_lowest_priority_even_if_already_scheduled(
     assert high.num_preemptions == 0 and low.num_preemptions >= 1
 
 
+def test_priority_policy_makes_room_for_a_more_urgent_waiting_request() -> None:
+    scheduler = make_scheduler(max_num_seqs=2, budget=64, policy="priority")
+    filler = [add(scheduler, f"filler-{i}", 8, max_tokens=50, first=100 * i, priority=5, arrival=i) for i in range(2)]
+    step(scheduler)
+    assert scheduler.num_running == 2
+    urgent = add(scheduler, "urgent", 8, max_tokens=3, first=900, priority=-1, arrival=9.0)
+    plan = scheduler.schedule()
+    assert plan.preempted == [filler[1]]  # the newest of the least urgent gives way, not both
+    assert {r.request_id for r, _ in plan.scheduled} == {"filler-0", "urgent"}
+    scheduler.update(plan)
+    same = add(scheduler, "same-priority", 8, max_tokens=3, first=950, priority=5, arrival=10.0)
+    plan = scheduler.schedule()  # equal priority never preempts
+    assert plan.preempted == [] and same.status is RequestStatus.WAITING
+    scheduler.update(plan)
+    drain(scheduler)
+    assert urgent.num_output_tokens == 3 and all(f.num_output_tokens == 50 for f in filler)
+
+
 def test_prefix_hits_skip_prefill_and_set_cached_tokens() -> None:
     scheduler = make_scheduler(budget=64)
     first = add(scheduler, "a", 20, max_tokens=1)

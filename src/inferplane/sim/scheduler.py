@@ -9,8 +9,11 @@ allow. When a running request needs a block and none is free, a running request 
 Two policies, as vLLM's ``--scheduling-policy``: ``fcfs`` (the queue in arrival order, the newest
 running request is the preemption victim, preempted requests go back to the head of the queue)
 and ``priority`` (the queue ordered by ``(priority, arrival_time)``, lower first; the victim is the
-running request with the largest such key, so a waiting or running low-priority request gives way
-to a higher-priority one; a preempted request takes its place in that order again). A step is split in two calls so a caller can let time pass in between:
+running request with the largest such key; a preempted request takes its place in that order
+again). Under ``priority``, a waiting request that does not fit (no batch slot, or too few free
+blocks for its first chunk) also preempts running requests of strictly lower priority before the
+step is scheduled, as vLLM V0's priority scheduler did (``_schedule_priority_preemption``): filler
+work gives way to urgent work at once instead of when a slot frees up. A step is split in two calls so a caller can let time pass in between:
 :meth:`Scheduler.schedule` decides the batch and :meth:`Scheduler.update` applies its results.
 
 No asyncio and no clock: the engine and the cluster simulator drive it.
@@ -158,6 +161,9 @@ class Scheduler:
 
         block_size = kv_cache.block_size
         by_priority = self.policy == "priority"
+        if by_priority and self.waiting and running:
+            self._preempt_for_waiting(plan)
+        preempted_up_front = len(plan.preempted)
         decodes: list[bool] = []  # per scheduled running request: counted as a decode
         index = 0
         while index < len(running) and budget > 0:
@@ -208,7 +214,7 @@ class Scheduler:
                 continue
             break  # the request itself was preempted: nothing else fits
 
-        if not plan.preempted:
+        if len(plan.preempted) == preempted_up_front:  # blocks ran out for running requests: admit none
             waiting = self.waiting
             max_num_seqs = self.limits.max_num_seqs
             while waiting and budget > 0 and len(running) < max_num_seqs:
@@ -235,6 +241,25 @@ class Scheduler:
         plan.num_decodes = num_decodes
         plan.context_tokens = context_tokens
         return plan
+
+    def _preempt_for_waiting(self, plan: StepPlan) -> None:
+        """Preempt lower-priority running requests until the most urgent waiting one fits."""
+        head = self.waiting[0]
+        head_key = _priority_key(head)
+        kv_cache, running = self.kv_cache, self.running
+        num_tokens = len(head.all_token_ids)
+        hits = kv_cache.find_cached_prefix(head, num_tokens)
+        first_chunk = min(num_tokens, len(hits) * kv_cache.block_size + self.limits.max_num_batched_tokens)
+        blocks_needed = -(-first_chunk // kv_cache.block_size) - len(hits)
+        while running and (
+            len(running) >= self.limits.max_num_seqs or kv_cache.num_free_blocks < blocks_needed
+        ):
+            victim = max(running, key=_priority_key)
+            if _priority_key(victim) <= head_key:
+                return  # nothing less urgent left to make room with
+            running.remove(victim)
+            self._preempt(victim)
+            plan.preempted.append(victim)
 
     def _preempt(self, request: SimRequest) -> None:
         """Free the request's blocks and queue it again (its progress is recomputed later)."""
