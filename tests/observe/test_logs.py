@@ -9,7 +9,12 @@ import logging
 
 import pytest
 
-from inferplane.observe.logs import JsonFormatter, bind_request_id, json_relay, setup_logging
+from inferplane.observe.logs import (
+    JsonFormatter,
+    bind_request_id,
+    json_relay,
+    setup_logging,
+)
 
 
 @pytest.fixture(autouse=True)

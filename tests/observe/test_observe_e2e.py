@@ -17,9 +17,9 @@ import httpx
 import openai
 import pytest
 from otlp_receiver import OtlpReceiver
+from platform_runner import Platform, free_port, port_is_free, start_platform
 
 from inferplane.observe import dashboards
-from platform_runner import Platform, free_port, port_is_free, start_platform
 
 MODEL = "sim-model"
 ROOT = Path(__file__).resolve().parents[2]

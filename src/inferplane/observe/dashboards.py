@@ -86,8 +86,8 @@ POOL = Dashboard(
         ]),
         ("Accelerators (GPU servers only)", [
             Panel("GPU utilisation", [("{{instance}} gpu {{gpu}}", "inferplane_gpu_utilization")], "percentunit"),
-            Panel("GPU memory used", [("{{instance}} gpu {{gpu}}", "inferplane_gpu_memory_used_bytes / "
-                                       "inferplane_gpu_memory_total_bytes")], "percentunit"),
+            Panel("GPU memory used", [("{{instance}} gpu {{gpu}}", (
+                "inferplane_gpu_memory_used_bytes / inferplane_gpu_memory_total_bytes"))], "percentunit"),
         ]),
     ],
 )

@@ -50,7 +50,7 @@ class GpuCollector(Collector):
             try:
                 util.add_metric([str(index), name], self.cuda.utilization(index) / 100.0)
                 have_util = True
-            except Exception:  # no NVML (pynvml) available
+            except Exception:  # noqa: BLE001, S110 - no NVML (pynvml missing, or its own NVMLError): no utilisation
                 pass
         yield used
         yield total

@@ -34,7 +34,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "time": datetime.datetime.fromtimestamp(record.created, datetime.timezone.utc).isoformat(timespec="milliseconds"),
+            "time": datetime.datetime.fromtimestamp(record.created, datetime.UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "component": self.component,
             "logger": record.name,
@@ -54,7 +54,7 @@ class JsonFormatter(logging.Formatter):
 def json_line(component: str, message: str, level: str = "info", **fields: Any) -> str:
     """One JSON log line written without the logging module (``inferplane up``'s own output)."""
     entry = {
-        "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds"),
+        "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds"),
         "level": level,
         "component": component,
         "message": message,

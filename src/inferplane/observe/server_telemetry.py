@@ -88,9 +88,9 @@ class RequestTelemetry:
         async def send_and_watch(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 status[0] = message["status"]
-            elif self.log_prompts and message["type"] == "http.response.body":
-                if sum(map(len, response_body)) < _MAX_LOGGED_BODY:
-                    response_body.append(message.get("body", b""))
+            elif (self.log_prompts and message["type"] == "http.response.body"
+                  and sum(map(len, response_body)) < _MAX_LOGGED_BODY):
+                response_body.append(message.get("body", b""))
             await send(message)
 
         try:

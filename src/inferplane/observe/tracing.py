@@ -40,14 +40,20 @@ def setup_tracing(config: TracingConfig, component: str) -> Tracer | None:
         return None
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+    from opentelemetry.sdk.trace.export import (
+        BatchSpanProcessor,
+        ConsoleSpanExporter,
+        SpanExporter,
+    )
     from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
     from inferplane import __version__
 
     exporter: SpanExporter
     if config.exporter == "otlp":
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+            OTLPSpanExporter,
+        )
 
         exporter = OTLPSpanExporter(endpoint=config.endpoint, headers=config.headers or None)
     else:

@@ -5,7 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from inferplane.observe.prometheus import ScrapeJob, base_url, find_binary, prometheus_command, write_config
+from inferplane.observe.prometheus import (
+    ScrapeJob,
+    base_url,
+    find_binary,
+    prometheus_command,
+    write_config,
+)
 
 __all__ = ["base_url", "check", "command", "scrape_jobs"]
 
