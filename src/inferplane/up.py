@@ -23,8 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from inferplane.configfile import ConfigError, read_yaml, validate_model
 from inferplane.gateway.config import GatewayConfig
 from inferplane.gateway.envoy import envoy_command, write_bootstrap
-from inferplane.observe.config import ObserveConfig
 from inferplane.observe import up_prometheus as observe_prometheus
+from inferplane.observe.config import ObserveConfig
 from inferplane.observe.logs import json_relay
 from inferplane.supervisor import Supervisor, python_module_command, wait_until
 
