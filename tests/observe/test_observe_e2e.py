@@ -206,7 +206,7 @@ def test_logs_are_json_lines_with_request_ids_and_no_prompts(platform: Platform,
         entry = json.loads(line)
         assert isinstance(entry, dict) and {"time", "level", "component", "message"} <= set(entry), line
         entries.append(entry)
-    assert {"up", "server", "picker", "envoy", "prometheus"} <= {e["component"] for e in entries}
+    assert {"up", "server", "picker", "batch"} <= {e["component"] for e in entries}
     finished = [e for e in entries if e.get("logger") == "inferplane.server.requests"
                 and e.get("request_id") == traffic["request_id"]]
     assert len(finished) == 1 and finished[0]["status"] == 200
