@@ -39,6 +39,16 @@ def test_every_component_is_a_scrape_target(tmp_path: Path) -> None:
     assert (tmp_path / "prometheus" / "data").is_dir()
 
 
+def test_extra_jobs_are_scraped_too(tmp_path: Path) -> None:
+    the_plan = _plan(tmp_path, prometheus={"extra_jobs": [{"job": "async", "targets": ["127.0.0.1:9400"]}]})
+    jobs = {job.name: job for job in scrape_jobs(the_plan)}
+    assert jobs["async"].targets == ["127.0.0.1:9400"] and jobs["async"].metrics_path == "/metrics"
+    with pytest.raises(ConfigError, match=r"observe\.prometheus\.extra_jobs\.0\.targets"):
+        from inferplane.configfile import validate_model
+
+        validate_model(PlatformConfig, {"observe": {"prometheus": {"extra_jobs": [{"job": "a", "targets": []}]}}}, "up.yaml")
+
+
 def test_the_data_dir_is_under_the_run_dir(tmp_path: Path) -> None:
     config = PrometheusConfig(port=9555)
     path = write_config([], config, tmp_path)

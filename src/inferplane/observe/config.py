@@ -44,6 +44,16 @@ class TelemetryConfig(BaseModel):
     tracing: TracingConfig = Field(default_factory=TracingConfig, description="OpenTelemetry spans")
 
 
+class ExtraScrapeJob(BaseModel):
+    """A further scrape job (e.g. ``inferplane async run --metrics-port`` processors started outside up)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    job: str = Field(min_length=1, pattern=r"^[a-zA-Z_][a-zA-Z0-9_-]*$", description="job name")
+    targets: list[str] = Field(min_length=1, description="host:port of each target")
+    metrics_path: str = Field(default="/metrics", description="path of the metrics on each target")
+
+
 class PrometheusConfig(BaseModel):
     """The Prometheus server ``inferplane up --observe`` starts."""
 
@@ -55,6 +65,8 @@ class PrometheusConfig(BaseModel):
     port: int = Field(default=9091, ge=0, le=65535, description="Prometheus web / API port")
     scrape_interval_s: float = Field(default=2.0, gt=0, le=300, description="how often every target is scraped")
     retention: str = Field(default="1d", pattern=r"^\d+[smhdwy]$", description="how long samples are kept")
+    extra_jobs: list[ExtraScrapeJob] = Field(default_factory=list,
+                                             description="more targets to scrape besides the platform's own")
 
 
 class ObserveConfig(BaseModel):

@@ -30,6 +30,7 @@ def scrape_jobs(plan: Any) -> list[ScrapeJob]:
     ]
     if plan.batch is not None:
         jobs.append(ScrapeJob("batch-api", [f"{_host(plan.batch.host)}:{plan.batch.port}"]))
+    jobs += [ScrapeJob(extra.job, list(extra.targets), extra.metrics_path) for extra in plan.observe.prometheus.extra_jobs]
     return jobs
 
 
