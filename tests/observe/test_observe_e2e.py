@@ -10,12 +10,16 @@ from __future__ import annotations
 import io
 import json
 import os
+import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import httpx
 import openai
 import pytest
+import redis
 from otlp_receiver import OtlpReceiver
 from platform_runner import Platform, free_port, port_is_free, start_platform
 
@@ -28,6 +32,7 @@ CLIENT_SPAN = "b7ad6b7169203331"
 SECRET = "my secret prompt 5f3e9a"
 CHATS = 8
 BATCH_REQUESTS = 3
+ASYNC_MESSAGES = 3
 #: What Grafana puts for $__rate_interval; several scrape intervals of the test's Prometheus.
 RATE_WINDOW = "30s"
 #: Panels that must show data once the platform has served chat and batch traffic.
@@ -42,7 +47,8 @@ KEY_PANELS = {
                "Request duration through the picker", "Input tokens per request", "Output tokens per request",
                "Pool saturation", "Pool average KV-cache use", "Pool average queue", "Queue per endpoint"},
     "jobs": {"Batches by status", "Batch requests answered per second", "Batch requests pending",
-             "Batch traffic at the picker"},
+             "Batch traffic at the picker", "Async backlog", "Oldest message age", "Messages in flight",
+             "Spare-capacity gate open", "Async outcomes"},
 }
 
 pytestmark = pytest.mark.integration
@@ -61,9 +67,15 @@ def prometheus_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def platform(tmp_path_factory, receiver: OtlpReceiver, prometheus_port: int) -> Platform:
+def async_metrics_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory, receiver: OtlpReceiver, prometheus_port: int, async_metrics_port: int) -> Platform:
     observe = {
-        "prometheus": {"enabled": True, "port": prometheus_port, "scrape_interval_s": 0.5},
+        "prometheus": {"enabled": True, "port": prometheus_port, "scrape_interval_s": 0.5,
+                       "extra_jobs": [{"job": "async", "targets": [f"127.0.0.1:{async_metrics_port}"]}]},
         "log_format": "json",
         "tracing": {"exporter": "otlp", "endpoint": receiver.endpoint, "export_delay_ms": 100},
     }
@@ -86,9 +98,38 @@ def _alive(pid: int) -> bool:
         return stat.read().split()[2] != "Z"
 
 
+def _tcp_open(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
 @pytest.fixture(scope="module")
-def traffic(platform: Platform) -> dict[str, str]:
-    """Chat traffic (one request with a known traceparent) and one small batch; the response's request id."""
+def async_processor(tmp_path_factory, platform: Platform, async_metrics_port: int) -> redis.Redis:
+    """A real Redis and ``inferplane async run`` (its /metrics scraped through observe.prometheus.extra_jobs)."""
+    port = free_port()
+    server = subprocess.Popen(["redis-server", "--port", str(port), "--save", "", "--appendonly", "no", "--bind",
+                               "127.0.0.1", "--dir", str(tmp_path_factory.mktemp("redis"))],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    processor = subprocess.Popen(
+        [sys.executable, "-m", "inferplane", "async", "run", "--source", f"redis://127.0.0.1:{port}/0?stream=jobs&group=g",
+         "--consumer", "w1", "--gateway-url", platform.base_url, "--metrics-port", str(async_metrics_port),
+         "--metrics-url", f"http://127.0.0.1:{platform.ports['metrics']}/metrics"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not (_tcp_open(port) and _tcp_open(async_metrics_port)):
+            assert processor.poll() is None and time.monotonic() < deadline, "async processor did not start"
+            time.sleep(0.2)
+        yield redis.Redis(port=port)
+    finally:
+        for process in (processor, server):
+            process.terminate()
+            process.wait(15)
+
+
+@pytest.fixture(scope="module")
+def traffic(platform: Platform, async_processor: redis.Redis) -> dict[str, str]:
+    """Chat traffic (one request with a known traceparent), one small batch and a few async messages."""
     client = openai.OpenAI(base_url=platform.base_url, api_key="unused", max_retries=0, timeout=120)
     for i in range(CHATS):
         messages = [{"role": "user", "content": f"{SECRET} number {i}"}]
@@ -111,6 +152,13 @@ def traffic(platform: Platform) -> dict[str, str]:
         assert time.monotonic() < deadline, f"batch still {batch.status}"
         time.sleep(0.3)
     assert batch.status == "completed"
+    for i in range(ASYNC_MESSAGES):
+        async_processor.xadd("jobs", {"message": json.dumps({
+            "id": f"a{i}", "created": time.time(), "deadline": None, "metadata": {},
+            "payload": {"model": MODEL, "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]}})})
+    while async_processor.xlen("jobs-results") < ASYNC_MESSAGES:
+        assert time.monotonic() < deadline, "async results missing"
+        time.sleep(0.3)
     return {"request_id": traced.headers["x-request-id"]}
 
 
@@ -138,7 +186,7 @@ def _wait_for(base: str, expr: str, wanted: float, timeout_s: float = 60.0) -> f
     raise AssertionError(f"{expr} stayed at {value}, wanted {wanted}")
 
 
-def test_prometheus_scrapes_every_component(platform: Platform, prometheus_port: int) -> None:
+def test_prometheus_scrapes_every_component(platform: Platform, prometheus_port: int, traffic: dict[str, str]) -> None:
     base = _prometheus(platform)
     assert base == f"http://127.0.0.1:{prometheus_port}"
     deadline = time.monotonic() + 60
@@ -149,7 +197,7 @@ def test_prometheus_scrapes_every_component(platform: Platform, prometheus_port:
             break
         time.sleep(0.5)
     jobs = sorted({job for job, _ in health})
-    assert jobs == ["batch-api", "envoy", "model-servers", "picker"]
+    assert jobs == ["async", "batch-api", "envoy", "model-servers", "picker"]
     assert sum(job == "model-servers" for job, _ in health) == 2
     assert all(h == "up" for h in health.values()), health
     assert (platform.run_dir / "prometheus" / "data").is_dir()
@@ -158,9 +206,11 @@ def test_prometheus_scrapes_every_component(platform: Platform, prometheus_port:
 def test_every_dashboard_expression_evaluates(platform: Platform, traffic: dict[str, str]) -> None:
     base = _prometheus(platform)
     # All traffic was counted, then rate() windows have enough samples.
-    _wait_for(base, "sum(vllm:request_success_total)", CHATS + 1 + BATCH_REQUESTS)
+    sent = CHATS + 1 + BATCH_REQUESTS + ASYNC_MESSAGES
+    _wait_for(base, "sum(vllm:request_success_total)", sent)
+    _wait_for(base, "sum(inferplane_async_results_total)", ASYNC_MESSAGES)
     _wait_for(base, 'sum(inferplane_batch_request_results_total{outcome="completed"})', BATCH_REQUESTS)
-    _wait_for(base, "sum(inference_objective_request_total)", CHATS + 1 + BATCH_REQUESTS)
+    _wait_for(base, "sum(inference_objective_request_total)", sent)
     time.sleep(1.5)  # a few more scrapes after the last change: rate() has two samples per new series
     empty: list[str] = []
     for name in ("pool", "picker", "jobs"):
