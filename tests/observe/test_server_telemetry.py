@@ -79,6 +79,7 @@ async def test_the_span_is_the_callers_child_with_genai_attributes() -> None:
     assert tuple(attributes["gen_ai.response.finish_reasons"]) == (response.json()["choices"][0]["finish_reason"],)
     assert attributes["inferplane.request_id"] == "rid-1"
     assert second.parent is None  # no traceparent: a new trace
+    assert second.attributes["inferplane.request_id"] == streamed.headers["x-request-id"]
     assert second.attributes["gen_ai.usage.output_tokens"] > 0
 
 

@@ -62,7 +62,10 @@ class RequestTelemetry:
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        request_id = headers.get("x-request-id") or uuid.uuid4().hex
+        request_id = headers.get("x-request-id")
+        if not request_id:  # called directly, not through the gateway: the app answers with this id too
+            request_id = uuid.uuid4().hex
+            scope = {**scope, "headers": [*scope["headers"], (b"x-request-id", request_id.encode())]}
         bind_request_id(request_id)
         operation = OPERATIONS[scope["path"]]
         record = GenerationRecord()
@@ -77,9 +80,11 @@ class RequestTelemetry:
                 "gen_ai.operation.name": operation, "gen_ai.provider.name": self.provider,
                 "gen_ai.system": self.provider, "inferplane.request_id": request_id})
 
+        keep_body = span is not None or self.log_prompts
+
         async def receive_and_keep() -> dict[str, Any]:
             message = await receive()
-            if message["type"] == "http.request":
+            if keep_body and message["type"] == "http.request":
                 request_body.append(message.get("body", b""))
                 if not message.get("more_body") and span is not None:
                     _annotate_request(span, operation, b"".join(request_body))
