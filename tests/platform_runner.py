@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
 import yaml
 
 
@@ -81,7 +82,8 @@ class Platform:
 
 
 def start_platform(tmp: Path, replicas: int = 2, server: dict | None = None, gateway: dict | None = None,
-                   picker: dict | None = None, batch: dict | None = None, timeout_s: float = 300.0) -> Platform:
+                   picker: dict | None = None, batch: dict | None = None, timeout_s: float = 300.0,
+                   observe: dict | None = None) -> Platform:
     base = free_port_range(replicas)
     ports = {
         "servers": [base + i for i in range(replicas)],
@@ -99,6 +101,8 @@ def start_platform(tmp: Path, replicas: int = 2, server: dict | None = None, gat
         "gateway": {"port": ports["gateway"], "admin_port": ports["admin"], **(gateway or {})},
         "batch": {"port": ports["batch"], **(batch or {})},
     }
+    if observe is not None:
+        config["observe"] = observe
     config_path = tmp / "inferplane.yaml"
     config_path.write_text(yaml.safe_dump(config))
     run_dir = tmp / "run"
@@ -117,7 +121,8 @@ def start_platform(tmp: Path, replicas: int = 2, server: dict | None = None, gat
         for line in process.stdout:
             platform.lines.append(line.rstrip())
             if "OpenAI base URL:" in line:
-                platform.base_url = line.rsplit("OpenAI base URL:", 1)[1].strip()
+                text = orjson.loads(line)["message"] if line.startswith("{") else line  # --log-format json
+                platform.base_url = text.rsplit("OpenAI base URL:", 1)[1].strip()
                 ready.set()
 
     threading.Thread(target=read, daemon=True).start()

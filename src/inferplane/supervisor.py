@@ -45,7 +45,8 @@ class Child:
 class Supervisor:
     """Starts children, prefixes their output, reports unexpected exits, stops them all."""
 
-    def __init__(self, log: Callable[[str], None] | None = None, pid_dir: Path | None = None) -> None:
+    def __init__(self, log: Callable[[str], None] | None = None, pid_dir: Path | None = None,
+                 line_format: Callable[[str, str], str] | None = None) -> None:
         self.children: list[Child] = []
         self.pid_dir = pid_dir
         self.stopping = False
@@ -53,9 +54,11 @@ class Supervisor:
         self._width = 8
         self._exit_watchers: list[asyncio.Task[None]] = []
         self.crashed: list[Child] = []
+        #: (process name, line) → the line to log; default: the name padded, ``|``, the line.
+        self._format = line_format or (lambda name, line: f"{name:<{self._width}} | {line}")
 
     def say(self, message: str) -> None:
-        self._log(f"{'up':<{self._width}} | {message}")
+        self._log(self._format("up", message))
 
     async def start(self, name: str, command: Sequence[str], env: dict[str, str] | None = None) -> Child:
         child = Child(name=name, command=list(command), env=env)
@@ -80,7 +83,7 @@ class Supervisor:
     async def _relay_output(self, child: Child) -> None:
         assert child.process and child.process.stdout
         while line := await child.process.stdout.readline():
-            self._log(f"{child.name:<{self._width}} | {line.decode(errors='replace').rstrip()}")
+            self._log(self._format(child.name, line.decode(errors="replace").rstrip()))
 
     async def _watch_exit(self, child: Child) -> None:
         assert child.process

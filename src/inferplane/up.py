@@ -23,6 +23,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from inferplane.configfile import ConfigError, read_yaml, validate_model
 from inferplane.gateway.config import GatewayConfig
 from inferplane.gateway.envoy import envoy_command, write_bootstrap
+from inferplane.observe import up_prometheus as observe_prometheus
+from inferplane.observe.config import ObserveConfig
+from inferplane.observe.logs import json_relay
 from inferplane.supervisor import Supervisor, python_module_command, wait_until
 
 
@@ -43,6 +46,8 @@ class PlatformConfig(BaseModel):
     gateway: dict[str, Any] = Field(default_factory=dict, description="the `gateway` section (Envoy)")
     batch_api: bool = Field(default=True, description="run the OpenAI Batch API (/v1/files, /v1/batches) too")
     batch: dict[str, Any] = Field(default_factory=dict, description="the `batch` section (inferplane batch serve)")
+    observe: ObserveConfig = Field(default_factory=ObserveConfig,
+                                   description="Prometheus, JSON logs and tracing (see docs/observability.md)")
 
 
 class Plan(BaseModel):
@@ -52,6 +57,7 @@ class Plan(BaseModel):
     picker: Any
     gateway: GatewayConfig
     batch: Any | None = None
+    observe: ObserveConfig = ObserveConfig()
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -66,6 +72,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--engine", help="model-server engine: openvino (default), sim, transformers")
     parser.add_argument("--failure-mode", choices=["FailOpen", "FailClose"], help="when the picker is unreachable")
     parser.add_argument("--run-dir", help="where generated configs go (default: a new temporary directory)")
+    parser.add_argument("--observe", action="store_true", help="also start Prometheus scraping every component")
+    parser.add_argument("--log-format", choices=["text", "json"], help="log lines as text (default) or JSON objects")
     parser.set_defaults(func=run)
 
 
@@ -82,6 +90,12 @@ def platform_config_from_args(args: argparse.Namespace) -> PlatformConfig:
         raw["server"]["engine"] = args.engine
     if args.failure_mode:
         raw["gateway"]["failure_mode"] = args.failure_mode
+    if getattr(args, "observe", False) or getattr(args, "log_format", None):
+        observe = raw["observe"] = dict(raw.get("observe") or {})
+        if args.observe:
+            observe["prometheus"] = {**(observe.get("prometheus") or {}), "enabled": True}
+        if args.log_format:
+            observe["log_format"] = args.log_format
     return validate_model(PlatformConfig, raw, source)
 
 
@@ -91,13 +105,14 @@ def plan(config: PlatformConfig, run_dir: Path, source: str = "configuration") -
     from inferplane.picker.config import PickerConfig
     from inferplane.server.config import ServerConfig
 
-    base = validate_model(ServerConfig, config.server, f"{source} (section 'server')")
+    server_raw = {"telemetry": config.observe.telemetry(), **config.server}
+    base = validate_model(ServerConfig, server_raw, f"{source} (section 'server')")
     servers = [
-        validate_model(ServerConfig, {**config.server, "port": base.port + i}, f"{source} (section 'server')")
+        validate_model(ServerConfig, {**server_raw, "port": base.port + i}, f"{source} (section 'server')")
         for i in range(config.replicas)
     ]
     endpoints = [f"{_connect_host(s.host)}:{s.port}" for s in servers]
-    picker_raw: dict[str, Any] = {**config.picker, "endpoints": endpoints}
+    picker_raw: dict[str, Any] = {"telemetry": config.observe.telemetry(), **config.picker, "endpoints": endpoints}
     gateway_raw: dict[str, Any] = {**config.gateway, "pool_endpoints": endpoints}
     if gateway_raw.get("endpoint_selection", "override_host") == "override_host":
         # Ordered fallbacks for Envoy's override-host balancer; used when gateway.num_retries > 0.
@@ -121,7 +136,7 @@ def plan(config: PlatformConfig, run_dir: Path, source: str = "configuration") -
         batch.dispatch.pool_metrics_url = batch.dispatch.pool_metrics_url or (
             f"http://{_connect_host(picker.host)}:{picker.metrics_port}/metrics"
         )
-    return Plan(servers=servers, picker=picker, gateway=gateway, batch=batch)
+    return Plan(servers=servers, picker=picker, gateway=gateway, batch=batch, observe=config.observe)
 
 
 def _connect_host(bind_host: str) -> str:
@@ -139,6 +154,8 @@ def _check_ports_free(plan: Plan) -> None:
     ]
     if plan.batch is not None:
         wanted.append(("batch API", plan.batch.host, plan.batch.port))
+    if plan.observe.prometheus.enabled:
+        wanted.append(("prometheus", plan.observe.prometheus.host, plan.observe.prometheus.port))
     for what, host, port in wanted:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -171,7 +188,7 @@ async def _grpc_serving(address: str, service: str) -> bool:
 
 
 async def run_platform(plan: Plan, run_dir: Path, ready_timeout_s: float, ready_event: asyncio.Event | None = None) -> int:
-    supervisor = Supervisor(pid_dir=run_dir)
+    supervisor = Supervisor(pid_dir=run_dir, line_format=json_relay if plan.observe.log_format == "json" else None)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -192,6 +209,9 @@ async def run_platform(plan: Plan, run_dir: Path, ready_timeout_s: float, ready_
             (run_dir / "batch").mkdir(parents=True, exist_ok=True)
             batch_path = _write_section(run_dir, "batch", "batch", plan.batch)
             batch = await supervisor.start("batch", python_module_command("inferplane", "batch", "serve", "--config", str(batch_path)))
+        prometheus = None
+        if plan.observe.prometheus.enabled:
+            prometheus = await supervisor.start("prometheus", observe_prometheus.command(plan, run_dir))
         supervisor.say(f"generated configuration in {run_dir}")
 
         async def ready(what: str, check, child) -> None:
@@ -208,6 +228,9 @@ async def run_platform(plan: Plan, run_dir: Path, ready_timeout_s: float, ready_
         if batch is not None:
             batch_url = f"http://{_connect_host(plan.batch.host)}:{plan.batch.port}/health"
             waits.append(ready("batch", lambda: _http_ok(batch_url), batch))
+        if prometheus is not None:
+            prometheus_ready = f"{observe_prometheus.base_url(plan.observe.prometheus)}/-/ready"
+            waits.append(ready("prometheus", lambda: _http_ok(prometheus_ready), prometheus))
         startup = asyncio.ensure_future(asyncio.gather(*waits))
         stopped = asyncio.ensure_future(stop.wait())
         await asyncio.wait({startup, stopped}, return_when=asyncio.FIRST_COMPLETED)
@@ -223,7 +246,10 @@ async def run_platform(plan: Plan, run_dir: Path, ready_timeout_s: float, ready_
             supervisor.say(f"start-up failed: {exc}")
             return 1
         parts = f"{len(plan.servers)} model server(s), picker, envoy" + (", batch API" if batch else "")
+        parts += ", prometheus" if prometheus else ""
         supervisor.say(f"ready in {time.monotonic() - started:.1f}s: {parts}")
+        if prometheus is not None:
+            supervisor.say(f"Prometheus: {observe_prometheus.base_url(plan.observe.prometheus)}")
         supervisor.say(f"OpenAI base URL: {base_url}")
         supervisor.say("press Ctrl-C to stop")
         if ready_event:
@@ -243,6 +269,8 @@ def run(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir) if args.run_dir else Path(tempfile.mkdtemp(prefix="inferplane-up-"))
     run_dir = run_dir.resolve()
     the_plan = plan(config, run_dir, args.config or "configuration")
+    if the_plan.observe.prometheus.enabled:
+        observe_prometheus.check(the_plan)
     _check_ports_free(the_plan)
     run_dir.mkdir(parents=True, exist_ok=True)
     try:

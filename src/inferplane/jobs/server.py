@@ -17,6 +17,7 @@ from inferplane.jobs.filestore import FileStore
 from inferplane.jobs.sender import Sender
 from inferplane.jobs.store import Store
 from inferplane.jobs.worker import BatchWorker
+from inferplane.observe.batch_metrics import metrics_route
 
 
 def build_server_app(config: BatchConfig) -> Starlette:
@@ -48,7 +49,7 @@ def build_server_app(config: BatchConfig) -> Starlette:
             await store.db.close()
 
     api = BatchAPI(None, files, config.max_file_bytes, config.max_requests_per_batch)  # type: ignore[arg-type]
-    app = Starlette(routes=api.routes(), lifespan=lifespan)
+    app = Starlette(routes=[*api.routes(), metrics_route(lambda: api.store)], lifespan=lifespan)
     app.state.holder = holder
     return app
 

@@ -25,6 +25,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         metavar="IP:PORT",
         help="model server endpoint (repeatable); adds to picker.endpoints",
     )
+    parser.add_argument("--log-format", choices=["text", "json"], help="override picker.telemetry.log_format")
     parser.set_defaults(func=run)
 
 
@@ -43,6 +44,8 @@ def run(args: argparse.Namespace) -> int:
         overrides["grpc_port"] = args.grpc_port
     if args.endpoint:
         overrides["endpoints"] = [*config.endpoints, *args.endpoint]
+    if getattr(args, "log_format", None):
+        overrides["telemetry"] = {**config.telemetry.model_dump(), "log_format": args.log_format}
     if overrides:
         try:
             config = PickerConfig.model_validate({**config.model_dump(), **overrides})

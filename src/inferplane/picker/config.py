@@ -7,6 +7,7 @@ from typing import Annotated, Any, ClassVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from inferplane.observe.config import TelemetryConfig
 from inferplane.picker.addresses import parse_address
 from inferplane.picker.flowcontrol.config import FlowControlConfig
 from inferplane.picker.kubernetes.config import KubernetesConfig
@@ -147,6 +148,8 @@ class PickerConfig(BaseModel):
     model_rewrites_file_poll_interval: float = Field(1.0, gt=0)
     #: Discover endpoints (and objectives, rewrites) from an InferencePool on Kubernetes; off when absent.
     kubernetes: KubernetesConfig | None = None
+    #: JSON logs and OpenTelemetry tracing (the picker's span is the model server's parent).
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
 
     @model_validator(mode="after")
     def _default_objective_exists(self) -> PickerConfig:

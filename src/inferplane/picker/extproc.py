@@ -25,7 +25,10 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from envoy.type.v3 import http_status_pb2
 from google.protobuf import struct_pb2
+from opentelemetry.trace import Tracer
 
+from inferplane.observe.logs import bind_request_id
+from inferplane.observe.tracing import PickerSpan
 from inferplane.picker.endpoints import Endpoint
 from inferplane.picker.errors import (
     DROPPED_REASON_HEADER,
@@ -197,6 +200,8 @@ class RequestStream:
         self.generation = 0  # the picked endpoint's scrape generation when routed
         #: Set for a sheddable request in flight that may be evicted (``flow_control.evict_sheddable``).
         self.evict_signal: asyncio.Future[None] | None = None
+        #: The OpenTelemetry span of this request (``None`` while tracing is off).
+        self.span: PickerSpan | None = None
 
     # ---- request path -------------------------------------------------------------------
 
@@ -204,6 +209,9 @@ class RequestStream:
         headers = header_map(message.request_headers.headers)
         self.add_request_id = not headers.get(REQUEST_ID)
         self.request = from_headers(headers, self.service.objectives)
+        bind_request_id(self.request.request_id)
+        if self.service.tracer is not None:
+            self.span = PickerSpan(self.service.tracer, headers, self.request.request_id)
         body_follows = not message.request_headers.end_of_stream
         if body_follows and self.request_mode == _FULL_DUPLEX:
             return []  # answered once the whole body is in
@@ -336,6 +344,8 @@ class RequestStream:
 
     def _reject_request(self, error: RequestRejected) -> list[pb.ProcessingResponse]:
         self.finished = True
+        if self.span is not None:
+            self.span.rejected(error.status, error.reason, error.message)
         self.service.on_rejected(self, error)
         return [immediate_response(error)]
 
@@ -360,6 +370,10 @@ class RequestStream:
             set_headers.append(_header("content-length", str(len(body))))
         if self.add_request_id:
             set_headers.append(_header(REQUEST_ID, request.request_id))
+        if self.span is not None:  # the model server's span becomes a child of ours
+            self.span.routed(request.model, request.requested_model, request.objective, request.priority,
+                             request.fairness_id, self.destination)
+            set_headers.extend(_header(key, value) for key, value in self.span.headers().items())
         return pb.CommonResponse(header_mutation=pb.HeaderMutation(set_headers=set_headers), clear_route_cache=True)
 
     def _metadata(self) -> struct_pb2.Struct:
@@ -432,6 +446,10 @@ class RequestStream:
                 pass
             self.json_chunks = []
         self.service.on_response_complete(self)
+        if self.span is not None:
+            usage = self.usage
+            self.span.responded(self.status, usage.prompt_tokens if usage else None,
+                                usage.completion_tokens if usage else None)
 
     # ---- lifecycle ----------------------------------------------------------------------
 
@@ -472,6 +490,8 @@ class RequestStream:
             self.service.evictable.pop(self, None)
         self._release_endpoint()
         self.service.on_closed(self)
+        if self.span is not None:
+            self.span.end()
 
     def _release_endpoint(self) -> None:
         """Count the request out of its endpoint's in-flight requests, once."""
@@ -503,9 +523,12 @@ class ExtProcService(pb_grpc.ExternalProcessorServicer):
         flow: FlowController | None = None,
         rewrites: ModelRewrites | None = None,
         engine_priority: bool = False,
+        tracer: Tracer | None = None,
     ) -> None:
         self.scheduler = scheduler
         self.engine_priority = engine_priority
+        #: OpenTelemetry tracer for one span per request; ``None``: tracing off.
+        self.tracer = tracer
         self.max_body_bytes = max_body_bytes
         self.metrics = metrics
         self.response_processing = response_processing

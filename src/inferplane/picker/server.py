@@ -11,6 +11,8 @@ from typing import Any
 import grpc
 from prometheus_client import start_http_server
 
+from inferplane.observe.logs import setup_logging
+from inferplane.observe.tracing import setup_tracing
 from inferplane.picker.config import PickerConfig
 from inferplane.picker.discovery import EndpointSource
 from inferplane.picker.endpoints import Datastore
@@ -66,6 +68,7 @@ class PickerServer:
             flow=self.flow,
             rewrites=self.rewrites,
             engine_priority=config.engine_priority,
+            tracer=setup_tracing(config.telemetry.tracing, "picker"),
         )
         self.health = PickerHealth(self.datastore)
         self.scraper = MetricsScraper(
@@ -198,7 +201,7 @@ async def run(config: PickerConfig, ready: asyncio.Event | None = None) -> None:
 
 def serve(config: PickerConfig) -> int:
     """Run the picker in one event loop (uvloop when installed); 0 on a clean stop, 1 when a port is taken."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging("picker", config.telemetry.log_format, logging.INFO)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per scrape otherwise
     try:
         import uvloop

@@ -41,6 +41,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="reuse KV blocks of shared prompt prefixes (default on)",
     )
     parser.add_argument("--sim-preset", default=None, help="simulator preset (engine 'sim')")
+    parser.add_argument("--log-format", choices=["text", "json"], help="log lines as text (default) or JSON objects")
     parser.set_defaults(func=run)
     return parser
 
@@ -52,6 +53,8 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
         overrides["enable_prefix_caching"] = args.enable_prefix_caching
     if args.sim_preset is not None:
         overrides["sim"] = {"preset": args.sim_preset}
+    if args.log_format is not None:
+        overrides["telemetry"] = {"log_format": args.log_format}
     return overrides
 
 

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from inferplane.configfile import ConfigError, format_validation_error, load_model
+from inferplane.observe.config import TelemetryConfig
 from inferplane.sim.config import SimConfig
 
 DEFAULT_SERVED_MODEL_NAME = "SmolLM2-135M-Instruct"
@@ -71,6 +72,7 @@ class ServerConfig(BaseModel):
         default="warning", description="uvicorn log level"
     )
     sim: SimConfig = Field(default_factory=SimConfig, description="the vLLM simulator engine (engine: sim)")
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig, description="JSON logs, prompt logging, tracing")
 
     @model_validator(mode="after")
     def _check_model(self) -> ServerConfig:

@@ -10,6 +10,7 @@ import asyncio
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
+from inferplane.observe.server_telemetry import record_generation
 from inferplane.server.detokenizer import (
     ByteTableDecoder,
     IncrementalDecoder,
@@ -105,3 +106,4 @@ async def generate_text(
     finally:
         await outputs.aclose()  # type: ignore[attr-defined]
         timer.finish(reason)
+        record_generation(reason, timer.prompt_tokens, timer.generated)

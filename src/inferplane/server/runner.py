@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
-import logging
 import signal
-import sys
 from collections.abc import Iterator
 
 import uvicorn
 
 from inferplane.configfile import ConfigError
+from inferplane.observe.logs import announce, setup_logging, uvicorn_log_config
+from inferplane.observe.server_telemetry import instrument_server
 from inferplane.server.app import create_app
 from inferplane.server.config import ServerConfig
 from inferplane.server.engine import EngineError
@@ -48,7 +48,7 @@ async def serve_async(config: ServerConfig) -> None:
         raise ConfigError(str(exc)) from None
     try:
         uvicorn_config = uvicorn.Config(
-            create_app(engine, config),
+            instrument_server(create_app(engine, config), config),
             host=config.host,
             port=config.port,
             http="httptools" if _has("httptools") else "h11",
@@ -56,13 +56,14 @@ async def serve_async(config: ServerConfig) -> None:
             lifespan="off",
             log_level=config.log_level,
             access_log=config.log_level in ("info", "debug", "trace"),
+            log_config=uvicorn_log_config(config.telemetry.log_format),
             timeout_keep_alive=30,
         )
         server = _Server(uvicorn_config)
-        print(
+        announce(
+            "server",
+            config.telemetry.log_format,
             f"inferplane serve: {config.served_model_name} ({config.engine}) on http://{config.host}:{config.port}",
-            file=sys.stderr,
-            flush=True,
         )
         await server.serve()
     finally:
@@ -71,7 +72,7 @@ async def serve_async(config: ServerConfig) -> None:
 
 def serve(config: ServerConfig) -> None:
     """Run :func:`serve_async` on uvloop when available."""
-    logging.basicConfig(level=config.log_level.upper() if config.log_level != "trace" else "DEBUG")
+    setup_logging("server", config.telemetry.log_format, config.log_level.upper() if config.log_level != "trace" else "DEBUG")
     if _has("uvloop"):
         import uvloop
 
