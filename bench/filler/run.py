@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import random
 import shutil
 import subprocess
 import sys
@@ -29,7 +28,9 @@ import orjson
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "tests" / "jobs"))
+sys.path.insert(0, str(ROOT / "bench"))
 
+from loadgen import MAX_TOKENS, chat_body, open_loop, percentile, pool_capacity, ttfts
 from platform_runner import start_platform
 
 from inferplane.jobs.config import DispatchConfig
@@ -39,66 +40,8 @@ from inferplane.jobs.sender import Sender
 from inferplane.jobs.store import Store
 from inferplane.jobs.worker import BatchWorker
 
-MODEL_BODY = {"max_tokens": 64}
-
-
-def body(i: int, model: str, stream: bool = False) -> dict:
-    return {"model": model, "messages": [{"role": "user", "content": f"request {i} " + "x " * 40}],
-            "stream": stream, **MODEL_BODY}
-
-
-def pct(values: list[float], p: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(p / 100 * len(values)))] if values else float("nan")
-
-
-async def saturated(urls: list[str], model: str, seconds: float, concurrency: int) -> float:
-    """The pool's capacity: closed-loop clients straight at the replicas (no gateway admission in the
-    way), ``concurrency`` per replica so every batch slot stays busy and a queue is always waiting."""
-    done = 0
-    stop = time.monotonic() + seconds
-    limits = httpx.Limits(max_connections=concurrency * len(urls))
-    async with httpx.AsyncClient(timeout=120, limits=limits) as client:
-        async def loop(k: int, url: str) -> None:
-            nonlocal done
-            i = 0
-            while time.monotonic() < stop:
-                r = await client.post(f"{url}/v1/chat/completions", json=body(k * 100000 + i, model))
-                i += 1
-                if r.status_code == 200:
-                    done += 1
-        start = time.monotonic()
-        await asyncio.gather(*(loop(k, url) for url in urls for k in range(concurrency)))
-    return done / (time.monotonic() - start)
-
-
-async def critical_load(base: str, model: str, rate: float, seconds: float) -> list[float]:
-    """Open-loop Poisson streaming requests; returns TTFTs (s): until the first generated text, not
-    the opening role chunk, which a vLLM-style server sends before the first token."""
-    ttfts: list[float] = []
-    rng = random.Random(1)
-    async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=512)) as client:
-        async def one(i: int) -> None:
-            t0 = time.monotonic()
-            first: float | None = None
-            async with client.stream("POST", f"{base}/chat/completions", json=body(i, model, True),
-                                     headers={"x-llm-d-inference-objective": "critical"}) as r:
-                async for line in r.aiter_lines():
-                    if first is None and line.startswith("data: {") and '"content":"' in line:
-                        content = orjson.loads(line[6:])["choices"][0]["delta"].get("content")
-                        if content:
-                            first = time.monotonic() - t0
-                if r.status_code == 200 and first is not None:
-                    ttfts.append(first)
-        tasks = []
-        stop = time.monotonic() + seconds
-        i = 0
-        while time.monotonic() < stop:
-            tasks.append(asyncio.create_task(one(i)))
-            i += 1
-            await asyncio.sleep(rng.expovariate(rate))
-        await asyncio.gather(*tasks, return_exceptions=True)
-    return ttfts
+MODEL_BODY = {"max_tokens": MAX_TOKENS}
+CRITICAL = {"x-llm-d-inference-objective": "critical"}
 
 
 async def run_batch(tmp: Path, gateway: str, model: str, n: int, concurrency: int,
@@ -109,7 +52,7 @@ async def run_batch(tmp: Path, gateway: str, model: str, n: int, concurrency: in
     await store.init()
     files = FileStore(str(tmp / "files"))
     lines = b"\n".join(orjson.dumps({"custom_id": f"b-{i}", "method": "POST", "url": "/v1/chat/completions",
-                                     "body": body(i, model)}) for i in range(n))
+                                     "body": chat_body(i, model)}) for i in range(n))
     await files.put("file-in", lines)
     from inferplane.jobs.batches import new_batch
     batch = new_batch("file-in", "/v1/chat/completions", "24h", 86400, None)
@@ -148,7 +91,7 @@ def async_kill_test(tmp: Path, gateway: str, model: str, n: int) -> dict:
         r = redis.Redis.from_url(server.url)
         for i in range(n):
             r.xadd("jobs", {"message": orjson.dumps({"id": f"m-{i}", "created": time.time(), "deadline": None,
-                                                     "payload": body(i, model), "metadata": {}})})
+                                                     "payload": chat_body(i, model), "metadata": {}})})
         cfg = tmp / "async.yaml"
         cfg.write_text(yaml.safe_dump({"async": {"source": f"{server.url}?stream=jobs&group=g", "claim_idle_s": 2.0,
                                                  "max_in_flight": 64, "dispatch": {"gateway_url": gateway}}}))
@@ -187,29 +130,29 @@ async def main_async(args: argparse.Namespace, tmp: Path, platform) -> dict:
                             "engine_priority": args.engine_priority, "max_num_seqs": args.max_num_seqs,
                             "num_blocks": args.num_blocks, "time_scale": args.time_scale}}
     urls = [platform.server_url(i) for i in range(args.replicas)]
-    cap = await saturated(urls, model, args.phase_s, 2 * args.max_num_seqs)
+    cap = await pool_capacity(urls, model, args.phase_s, 2 * args.max_num_seqs)
     res["saturated_rps"] = round(cap, 2)
     window = {"metrics_url": f"http://127.0.0.1:{platform.ports['metrics']}/metrics" if args.adaptive else None,
               "target_queue": args.target_queue}
     rps, completed = await run_batch(tmp, gateway, model, args.batch, args.concurrency, **window)
     res["batch_alone"] = {"rps": round(rps, 2), "completed": completed, "share_of_saturated": round(rps / cap, 3)}
     rate = 0.6 * cap
-    alone = await critical_load(base, model, rate, args.phase_s)
-    res["critical_alone"] = {"rate_rps": round(rate, 2), "ttft_p50_s": round(pct(alone, 50), 4),
-                             "ttft_p99_s": round(pct(alone, 99), 4), "n": len(alone)}
+    alone = ttfts(await open_loop(base, model, rate, args.phase_s, CRITICAL))
+    res["critical_alone"] = {"rate_rps": round(rate, 2), "ttft_p50_s": round(percentile(alone, 50), 4),
+                             "ttft_p99_s": round(percentile(alone, 99), 4), "n": len(alone)}
     probe: dict = {}
     batch_task = asyncio.create_task(run_batch(tmp, gateway, model, args.batch, args.concurrency,
                                                stop_after_s=args.phase_s + 4, probe=probe, **window))
     await asyncio.sleep(2)
     c0, t0 = probe["worker"].results_recorded, time.monotonic()
-    mixed = await critical_load(base, model, rate, args.phase_s)
+    mixed = ttfts(await open_loop(base, model, rate, args.phase_s, CRITICAL))
     c1, t1 = probe["worker"].results_recorded, time.monotonic()
     await batch_task
     brps, bdone = (c1 - c0) / (t1 - t0), c1 - c0
     spare = cap - len(mixed) / args.phase_s
-    res["critical_with_batch"] = {"ttft_p50_s": round(pct(mixed, 50), 4), "ttft_p99_s": round(pct(mixed, 99), 4),
+    res["critical_with_batch"] = {"ttft_p50_s": round(percentile(mixed, 50), 4), "ttft_p99_s": round(percentile(mixed, 99), 4),
                                   "n": len(mixed),
-                                  "ttft_p99_change": round(pct(mixed, 99) / pct(alone, 99) - 1, 3)}
+                                  "ttft_p99_change": round(percentile(mixed, 99) / percentile(alone, 99) - 1, 3)}
     res["batch_with_critical"] = {"rps": round(brps, 2), "results_in_window": bdone, "batch_counts": probe.get("counts"),
                                   "critical_rps": round(len(mixed) / args.phase_s, 2), "spare_rps": round(spare, 2),
                                   "share_of_spare": round(brps / spare, 3) if spare > 0 else None}

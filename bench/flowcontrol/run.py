@@ -1,0 +1,182 @@
+"""Flow-control benchmark (issue 4): priorities and tenant fairness on one shared pool of simulated replicas.
+
+    python bench/flowcontrol/run.py [--phase-s 40] [--time-scale 4] [--out bench/results/flowcontrol]
+
+One `inferplane up` (sim replicas, vLLM priority scheduling; picker flow control with objectives
+critical=10, standard=0, sheddable=-1, and the objectives' priorities handed to the replicas), then:
+  1. pool capacity: closed-loop clients straight at the replicas → req/s
+  2. critical alone at ~60 % of capacity → TTFT p99
+  3. the same critical traffic plus sheddable traffic offered at 3x the remaining capacity →
+     critical TTFT p99 vs (2); sheddable served req/s vs the spare capacity; how every sheddable
+     request ended (200, or 429/503 with the gateway's reason; status 0 would mean it hung)
+  4. tenant "light" alone at 10 % of capacity → TTFT; then with tenant "heavy" offering 10x that
+     (both in one band) → light's TTFT change
+  5. saturation share: light offering 60 % and heavy 600 % of capacity, equal weights → served
+     req/s per tenant vs its weighted share (50 %)
+Every phase uses open-loop Poisson arrivals of streaming requests; TTFT is to the first generated text.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from loadgen import MAX_TOKENS, open_loop, percentile, pool_capacity, summary, ttfts
+from platform_runner import Platform, start_platform
+
+OBJECTIVE = "x-llm-d-inference-objective"
+TENANT = "x-llm-d-inference-fairness-id"
+
+
+def change(after: float, before: float) -> float:
+    return round(after / before - 1, 3)
+
+
+async def phases(args: argparse.Namespace, platform: Platform) -> dict:
+    base = platform.base_url
+    model = httpx.get(f"{base}/models").json()["data"][0]["id"]
+    urls = [platform.server_url(i) for i in range(args.replicas)]
+    seconds = args.phase_s
+    res: dict = {"model": model}
+
+    cap = await pool_capacity(urls, model, seconds, 2 * args.max_num_seqs)
+    res["capacity_rps"] = round(cap, 3)
+
+    # -- priorities: critical at 60 %, sheddable offered at 3x what is left -------------------
+    critical = {OBJECTIVE: "critical"}
+    rate = 0.6 * cap
+    alone = await open_loop(base, model, rate, seconds, critical, seed=1)
+    both = await asyncio.gather(
+        open_loop(base, model, rate, seconds, critical, seed=1),
+        open_loop(base, model, 3 * (cap - rate), seconds, {OBJECTIVE: "sheddable"}, seed=2, first_id=1_000_000),
+    )
+    mixed, shed = both
+    served_critical = len(ttfts(mixed)) / seconds
+    spare = cap - served_critical
+    shed_summary = summary(shed, seconds)
+    res["priority"] = {
+        "critical_rate_rps": round(rate, 3),
+        "critical_alone": summary(alone, seconds),
+        "critical_with_sheddable": summary(mixed, seconds),
+        "critical_ttft_p99_change": change(percentile(ttfts(mixed), 99), percentile(ttfts(alone), 99)),
+        "sheddable_offered_rps": round(3 * (cap - rate), 3),
+        "sheddable": shed_summary,
+        "spare_rps": round(spare, 3),
+        "sheddable_share_of_spare": round(shed_summary["served_rps"] / spare, 3) if spare > 0 else None,
+        "sheddable_unanswered": sum(1 for o in shed if o.status == 0),
+        "sheddable_errors_without_reason": sum(1 for o in shed if o.status not in (0, 200) and not o.reason),
+    }
+
+    # -- tenants in one band --------------------------------------------------------------------
+    light, heavy = {OBJECTIVE: "standard", TENANT: "light"}, {OBJECTIVE: "standard", TENANT: "heavy"}
+    light_rate = 0.1 * cap
+    light_alone = await open_loop(base, model, light_rate, seconds, light, seed=3, first_id=2_000_000)
+    light_mixed, heavy_mixed = await asyncio.gather(
+        open_loop(base, model, light_rate, seconds, light, seed=3, first_id=2_000_000),
+        open_loop(base, model, 10 * light_rate, seconds, heavy, seed=4, first_id=3_000_000),
+    )
+    res["tenants"] = {
+        "light_rate_rps": round(light_rate, 3),
+        "light_alone": summary(light_alone, seconds),
+        "light_with_heavy": summary(light_mixed, seconds),
+        "heavy": summary(heavy_mixed, seconds),
+        "light_ttft_p90_change": change(percentile(ttfts(light_mixed), 90), percentile(ttfts(light_alone), 90)),
+        "light_ttft_p99_change": change(percentile(ttfts(light_mixed), 99), percentile(ttfts(light_alone), 99)),
+    }
+
+    light_sat, heavy_sat = await asyncio.gather(
+        open_loop(base, model, 0.6 * cap, seconds, light, seed=5, first_id=4_000_000),
+        open_loop(base, model, 6.0 * cap, seconds, heavy, seed=6, first_id=5_000_000),
+    )
+    res["saturation"] = {
+        "light_offered_rps": round(0.6 * cap, 3),
+        "heavy_offered_rps": round(6.0 * cap, 3),
+        "light": summary(light_sat, seconds),
+        "heavy": summary(heavy_sat, seconds),
+        "light_share_of_capacity": round(len(ttfts(light_sat)) / seconds / cap, 3),
+        "heavy_share_of_capacity": round(len(ttfts(heavy_sat)) / seconds / cap, 3),
+        "unanswered": sum(1 for o in [*light_sat, *heavy_sat] if o.status == 0),
+    }
+    return res
+
+
+def _outcomes(s: dict) -> str:
+    return ", ".join(f"{k}: {v}" for k, v in sorted(s["outcomes"].items()))
+
+
+def markdown(res: dict, command: str) -> str:
+    p, t, s = res["priority"], res["tenants"], res["saturation"]
+    lines = [
+        "# Flow-control benchmark (priorities and tenants on simulated replicas)", "",
+        f"Config: `{json.dumps(res['config'])}`", "",
+        f"Pool capacity (closed loop straight at the replicas): **{res['capacity_rps']} req/s**.", "",
+        "| measurement | value | target |", "|---|---|---|",
+        f"| critical alone @60 % TTFT p50 / p99 | {p['critical_alone']['ttft_p50_s']} / "
+        f"{p['critical_alone']['ttft_p99_s']} s | |",
+        f"| critical + sheddable @3x spare TTFT p50 / p99 | {p['critical_with_sheddable']['ttft_p50_s']} / "
+        f"{p['critical_with_sheddable']['ttft_p99_s']} s ({p['critical_ttft_p99_change']:+.0%}) | ≤ +10 % |",
+        f"| sheddable served | {p['sheddable']['served_rps']} req/s = {p['sheddable_share_of_spare']} of spare "
+        f"({p['spare_rps']} req/s) | ≥ 0.90 |",
+        f"| sheddable outcomes | {_outcomes(p['sheddable'])}; unanswered {p['sheddable_unanswered']}, "
+        f"errors without reason {p['sheddable_errors_without_reason']} | none hangs |",
+        f"| light tenant alone @10 % TTFT p90 / p99 | {t['light_alone']['ttft_p90_s']} / "
+        f"{t['light_alone']['ttft_p99_s']} s | |",
+        f"| light tenant with heavy @10x TTFT p90 / p99 | {t['light_with_heavy']['ttft_p90_s']} / "
+        f"{t['light_with_heavy']['ttft_p99_s']} s ({t['light_ttft_p90_change']:+.0%} / "
+        f"{t['light_ttft_p99_change']:+.0%}) | ≤ +20 % |",
+        f"| saturation, equal weights: light (offers 60 %) / heavy (offers 600 %) served | "
+        f"{s['light_share_of_capacity']:.0%} / {s['heavy_share_of_capacity']:.0%} of capacity | each ≥ its share "
+        "(light: min(60 %, 50 %)) |",
+        f"| saturation outcomes | light: {_outcomes(s['light'])}; heavy: {_outcomes(s['heavy'])} | |",
+        "", f"Command: `{command}`", ""]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--phase-s", type=float, default=40)
+    parser.add_argument("--replicas", type=int, default=2)
+    parser.add_argument("--max-num-seqs", type=int, default=8)
+    parser.add_argument("--queue-threshold", type=float, default=5)
+    parser.add_argument("--time-scale", type=float, default=4.0,
+                        help="simulated time per modelled second (>1: slower replicas, less CPU noise)")
+    parser.add_argument("--ttl", type=float, default=30.0, help="flow-control queue TTL (s)")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "flowcontrol"))
+    args = parser.parse_args()
+    server = {"engine": "sim", "max_num_seqs": args.max_num_seqs, "max_num_batched_tokens": 512,
+              "scheduling_policy": "priority",
+              "sim": {"output_length": {"distribution": "fixed", "mean": MAX_TOKENS}, "time_scale": args.time_scale}}
+    picker = {"objectives": {"critical": 10, "standard": 0, "sheddable": -1}, "engine_priority": True,
+              "flow_control": {"enabled": True, "queue_sheddable": True, "ttl": args.ttl, "max_requests": 2000},
+              "saturation": {"type": "utilization-detector",
+                             "parameters": {"queue_threshold": args.queue_threshold, "kv_cache_threshold": 0.8}}}
+    tmp = Path(tempfile.mkdtemp(prefix="flowcontrol-"))
+    platform = start_platform(tmp, replicas=args.replicas, server=server, picker=picker)
+    try:
+        res = asyncio.run(phases(args, platform))
+    finally:
+        platform.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    res["config"] = {"replicas": args.replicas, "phase_s": args.phase_s, "max_tokens": MAX_TOKENS,
+                     "max_num_seqs": args.max_num_seqs, "time_scale": args.time_scale, "ttl": args.ttl,
+                     "server": server, "picker": picker}
+    command = "python bench/flowcontrol/run.py " + " ".join(sys.argv[1:])
+    Path(args.out + ".json").write_text(json.dumps(res, indent=2))
+    Path(args.out + ".md").write_text(markdown(res, command.strip()))
+    print(markdown(res, command.strip()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""Load generation shared by the gateway-level benchmarks (filler, flow control).
+
+Open-loop Poisson clients that record, per request, how it ended (status, the
+``x-inference-request-dropped-reason`` header, time to the first generated text), and a closed-loop
+probe of the pool's capacity straight at the replicas.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import httpx
+import orjson
+
+#: Tokens every benchmark request generates (the simulated replicas use a fixed output length).
+MAX_TOKENS = 64
+
+
+def chat_body(i: int, model: str, stream: bool = False, max_tokens: int = MAX_TOKENS) -> dict:
+    """A short, unique chat request (no shared prefix between requests)."""
+    return {"model": model, "messages": [{"role": "user", "content": f"request {i} " + "x " * 40}],
+            "stream": stream, "max_tokens": max_tokens}
+
+
+def percentile(values: list[float], p: float) -> float:
+    """The value at rank ``p``% (nearest rank, no interpolation); NaN for no values."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] if ordered else float("nan")
+
+
+@dataclass(slots=True)
+class Outcome:
+    """How one request ended: HTTP status (0: no answer before the client timeout), the gateway's
+    drop reason, seconds to the first generated text (streaming, status 200) and to the end."""
+
+    status: int
+    reason: str | None = None
+    ttft: float | None = None
+    e2e: float | None = None
+
+
+async def pool_capacity(urls: list[str], model: str, seconds: float, concurrency: int) -> float:
+    """Requests/s the replicas complete with ``concurrency`` closed-loop clients each, sent straight
+    to them (no gateway admission in the way): every batch slot busy and a queue always waiting."""
+    done = 0
+    stop = time.monotonic() + seconds
+    limits = httpx.Limits(max_connections=concurrency * len(urls))
+    async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+        async def loop(k: int, url: str) -> None:
+            nonlocal done
+            i = 0
+            while time.monotonic() < stop:
+                r = await client.post(f"{url}/v1/chat/completions", json=chat_body(k * 100000 + i, model))
+                i += 1
+                if r.status_code == 200:
+                    done += 1
+        start = time.monotonic()
+        await asyncio.gather(*(loop(k, url) for url in urls for k in range(concurrency)))
+    return done / (time.monotonic() - start)
+
+
+async def _one(client: httpx.AsyncClient, url: str, body: dict, headers: Mapping[str, str]) -> Outcome:
+    start = time.monotonic()
+    first: float | None = None
+    try:
+        async with client.stream("POST", url, json=body, headers=dict(headers)) as response:
+            async for line in response.aiter_lines():
+                if first is None and response.status_code == 200 and line.startswith("data: {"):
+                    choices = orjson.loads(line[6:]).get("choices") or [{}]
+                    if (choices[0].get("delta") or {}).get("content"):
+                        first = time.monotonic() - start
+            return Outcome(response.status_code, response.headers.get("x-inference-request-dropped-reason"),
+                           first, time.monotonic() - start)
+    except httpx.TimeoutException:
+        return Outcome(0, "client-timeout")
+    except httpx.TransportError as exc:
+        return Outcome(0, type(exc).__name__)
+
+
+async def open_loop(base_url: str, model: str, rate: float, seconds: float, headers: Mapping[str, str],
+                    seed: int = 1, first_id: int = 0, timeout_s: float = 300.0) -> list[Outcome]:
+    """Poisson arrivals of streaming chat requests at ``rate``/s for ``seconds``; waits for all."""
+    rng = random.Random(seed)
+    url = f"{base_url}/chat/completions"
+    async with httpx.AsyncClient(timeout=timeout_s, limits=httpx.Limits(max_connections=4096)) as client:
+        tasks: list[asyncio.Task[Outcome]] = []
+        stop = time.monotonic() + seconds
+        i = first_id
+        while time.monotonic() < stop:
+            tasks.append(asyncio.create_task(_one(client, url, chat_body(i, model, stream=True), headers)))
+            i += 1
+            await asyncio.sleep(rng.expovariate(rate))
+        return list(await asyncio.gather(*tasks))
+
+
+def ttfts(outcomes: list[Outcome]) -> list[float]:
+    return [o.ttft for o in outcomes if o.status == 200 and o.ttft is not None]
+
+
+def summary(outcomes: list[Outcome], seconds: float) -> dict:
+    """Counts by status and drop reason, served rate, TTFT percentiles."""
+    statuses: dict[str, int] = {}
+    for o in outcomes:
+        key = str(o.status) if o.reason is None else f"{o.status} {o.reason}"
+        statuses[key] = statuses.get(key, 0) + 1
+    served = ttfts(outcomes)
+    return {"sent": len(outcomes), "outcomes": statuses, "served_rps": round(len(served) / seconds, 3),
+            "ttft_p50_s": round(percentile(served, 50), 4), "ttft_p90_s": round(percentile(served, 90), 4),
+            "ttft_p99_s": round(percentile(served, 99), 4)}
