@@ -172,6 +172,7 @@ class RequestStream:
         self.sse = False
         self.usage: Usage | None = None
         self.response_bytes = 0
+        self.first_byte_at = 0.0  # perf_counter() of the first response body bytes (time to first token)
         self.sse_tail = b""
         self.json_chunks: list[bytes] = []
         self.response_done = False
@@ -372,6 +373,8 @@ class RequestStream:
         chunk = message.response_body.body
         end = message.response_body.end_of_stream
         self.response_bytes += len(chunk)
+        if chunk and not self.first_byte_at:
+            self.first_byte_at = time.perf_counter()
         if self.sse:
             self._scan_sse(chunk)
         elif sum(map(len, self.json_chunks)) + len(chunk) <= MAX_USAGE_BODY:
@@ -616,6 +619,8 @@ class ExtProcService(pb_grpc.ExternalProcessorServicer):
         series.response_sizes.observe(stream.response_bytes)
         if stream.status >= 400:
             self.metrics.errors.labels(request.requested_model, request.model, "ModelServerError").inc()
+        elif stream.first_byte_at:
+            series.ttft.observe(stream.first_byte_at - stream.started)
         if stream.usage is not None:
             tenant = self._tenant(request)
             if stream.usage.prompt_tokens > 0:
@@ -641,6 +646,7 @@ class ModelSeries:
         self.request_sizes = metrics.request_sizes.labels(model, target)
         self.response_sizes = metrics.response_sizes.labels(model, target)
         self.duration = metrics.duration.labels(model, target)
+        self.ttft = metrics.ttft.labels(model, target)
         self.input_tokens = metrics.input_tokens.labels(model, target)
         self.output_tokens = metrics.output_tokens.labels(model, target)
         self.running = metrics.running.labels(model)
