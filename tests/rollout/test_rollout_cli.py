@@ -49,6 +49,11 @@ def test_manual_rollout(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert report["rollouts"][0]["phase"] == "promoted"
     assert report["rollouts"][0]["versions"] == [{"role": "stable", "model": "llama-v2", "weight": 100}]
     assert "127.0.0.1:1" in report["metrics_error"]
+    assert rollout("status", *where) == 0
+    out, err = capsys.readouterr()
+    assert [line.split() for line in out.splitlines()] == [["llama:", "promoted", "(promoted)"],
+                                                          ["stable", "llama-v2", "100%"]]
+    assert "no request numbers" in err
 
 
 def test_kubernetes_manifest(capsys: pytest.CaptureFixture[str]) -> None:

@@ -25,7 +25,7 @@ from platform_runner import Platform, free_port, start_platform
 
 MODEL = "llama"
 SIM = {"time_scale": 1.0, "output_length": {"distribution": "fixed", "mean": 4, "max": 4}}
-GATE = ["--interval", "3s", "--max-error-rate", "0.05", "--max-ttft-p90-ratio", "2.5", "--min-requests", "8"]
+GATE = ["--interval", "3s", "--max-error-rate", "0.05", "--max-ttft-p90-ratio", "2.5", "--min-requests", "6"]
 
 
 def start_server(tmp: Path, name: str, overhead_s: float) -> tuple[subprocess.Popen[str], int]:
@@ -103,7 +103,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Platfor
             timeout_s=120,
         )
         traffic = Traffic(running.base_url)
-        threads = [threading.Thread(target=traffic.run, daemon=True) for _ in range(2)]
+        threads = [threading.Thread(target=traffic.run, daemon=True) for _ in range(3)]
         for thread in threads:
             thread.start()
         traffic.wait_for_only(MODEL)
@@ -139,7 +139,7 @@ def test_failing_canary_is_rolled_back_by_itself(platform: tuple[Platform, Traff
     # no server in the pool serves this name: every request sent to it fails (404 from the model server)
     result = rollout(running, "start", MODEL, "--canary", "llama-missing", "--steps", "50,100", *GATE)
     assert result.returncode == 1, result.stdout + result.stderr
-    assert "rollback: canary error rate 100.0%" in result.stdout
+    assert "rollback: canary error" in result.stdout
     traffic.wait_for_only(MODEL)
 
 

@@ -55,8 +55,9 @@ def judge(canary: TargetStats, stable_ttft_p90: float | None, limits: GateLimits
     if canary.requests < limits.min_requests:
         # Enough failures that even a clean rest of the window could not bring the rate under the limit.
         if canary.errors > limits.max_error_rate * limits.min_requests:
-            return Verdict(Decision.ROLLBACK, f"{canary.errors:g} canary errors in {canary.requests:g} requests "
-                                              f"exceed the {limits.max_error_rate:.1%} limit")
+            return Verdict(Decision.ROLLBACK, f"canary errors: {canary.errors:g} of {canary.requests:g} requests, "
+                                              f"more than {limits.max_error_rate:.1%} of the {limits.min_requests} "
+                                              "a window needs")
         return Verdict(Decision.HOLD, f"only {canary.requests:g} canary requests in the window "
                                       f"(need {limits.min_requests} to judge)")
     if canary.error_rate > limits.max_error_rate:
