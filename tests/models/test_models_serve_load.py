@@ -69,8 +69,12 @@ def test_server_model_path_from_a_store_version(store_dir: Path, tmp_path: Path)
 
 def test_server_config_accepts_store_refs_and_names_bad_ones() -> None:
     assert ServerConfig(model="store://s3://bucket/models#org/m@v2").model == "store://s3://bucket/models#org/m@v2"
+    assert ServerConfig(model="s3://bucket/models#org/m@v2").model == "store://s3://bucket/models#org/m@v2"
+    assert ServerConfig(model="file:///srv/models#org/m").model == "store://file:///srv/models#org/m"
     with pytest.raises(ValueError, match="model: invalid model reference"):
         ServerConfig(model="store://s3://bucket/models")
+    with pytest.raises(ValueError, match="model: invalid model"):
+        ServerConfig(model="s3://bucket/models#../etc@v1")
 
 
 def test_serve_loads_by_store_url(store_dir: Path, tmp_path: Path) -> None:

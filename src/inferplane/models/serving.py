@@ -15,8 +15,23 @@ from inferplane.models.loader import LoadedModel, load_model
 STORE_PREFIX = "store://"
 
 
+def store_ref(model: str | None) -> str | None:
+    """``model`` as a ``store://`` reference when it names a store version, else ``None``.
+
+    ``s3://BUCKET/PREFIX#NAME@V``, ``gs://…#…`` and ``file:///DIR#…`` are accepted as short forms.
+    """
+    if not model:
+        return None
+    if model.startswith(STORE_PREFIX):
+        return model
+    scheme, sep, rest = model.partition("://")
+    if sep and scheme in ("s3", "gs", "gcs", "file") and "#" in rest:
+        return STORE_PREFIX + model
+    return None
+
+
 def is_store_ref(model: str | None) -> bool:
-    return bool(model) and str(model).startswith(STORE_PREFIX)
+    return store_ref(model) is not None
 
 
 def model_file(files: Path) -> Path:

