@@ -59,14 +59,26 @@ class Traffic:
     served_by: list[str] = field(default_factory=list)  # the answering model, "error" for failures
     stop: threading.Event = field(default_factory=threading.Event)
 
-    def run(self) -> None:
+    def run(self, stream: bool = False) -> None:
+        body = {"model": MODEL, "prompt": "hello there", "max_tokens": 4, "stream": stream}
         with httpx.Client(base_url=self.base_url, timeout=30) as client:
             while not self.stop.is_set():
                 try:
-                    reply = client.post("/completions", json={"model": MODEL, "prompt": "hello there", "max_tokens": 4})
-                    self.served_by.append(reply.json()["model"] if reply.status_code == 200 else "error")
+                    self.served_by.append(self._send(client, body))
                 except httpx.HTTPError:
                     self.served_by.append("error")
+
+    @staticmethod
+    def _send(client: httpx.Client, body: dict) -> str:
+        if not body["stream"]:
+            reply = client.post("/completions", json=body)
+            return reply.json()["model"] if reply.status_code == 200 else "error"
+        with client.stream("POST", "/completions", json=body) as reply:
+            served = "error"
+            for line in reply.iter_lines():
+                if reply.status_code == 200 and line.startswith("data: {"):
+                    served = json.loads(line[6:]).get("model", "error")
+            return served
 
     def last(self, count: int) -> list[str]:
         return self.served_by[-count:]
@@ -103,7 +115,8 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Platfor
             timeout_s=120,
         )
         traffic = Traffic(running.base_url)
-        threads = [threading.Thread(target=traffic.run, daemon=True) for _ in range(3)]
+        # two clients ask for whole answers, one streams (TTFT at the first generated token)
+        threads = [threading.Thread(target=traffic.run, args=(i == 0,), daemon=True) for i in range(3)]
         for thread in threads:
             thread.start()
         traffic.wait_for_only(MODEL)

@@ -31,3 +31,14 @@ def test_requests_go_to_the_endpoints_serving_their_model() -> None:
     # a name no endpoint reports (one model per pool, LoRA adapters): every endpoint stays a candidate
     assert serving(pool, "adapter-x") == pool
     assert serving(pool, "") == pool
+
+
+def test_ttft_waits_for_the_first_generated_text() -> None:
+    from inferplane.picker.extproc import has_token
+
+    role = b'data: {"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}\n\n'
+    assert not has_token(role)  # sent before any token is generated
+    assert has_token(role + b'data: {"choices":[{"index":0,"delta":{"content":"Hi"}}]}\n\n')
+    assert has_token(b'data: {"choices":[{"index":0,"text":"Hi","finish_reason":null}]}\n\n')
+    assert not has_token(b'data: {"error":{"message":"boom","text":"x"}}\n\ndata: [DONE]\n\n')
+    assert not has_token(b'data: {"choices":["text"]}\n\n')
