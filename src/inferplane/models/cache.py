@@ -13,6 +13,7 @@ under the same lock, into a side file renamed over it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -99,11 +100,19 @@ def _read_verified(version_dir: Path) -> dict[str, list[int]]:
 
 
 def _write_verified(version_dir: Path, manifest: Manifest) -> None:
+    """Record the files' stamps as verified (skipped when unchanged, or when the cache is read-only)."""
     files = version_dir / "files"
     stamps = {entry.path: _stamp(files / entry.path) for entry in manifest.files}
+    if _read_verified(version_dir) == stamps:
+        return
     tmp = version_dir / f".{VERIFIED}.{os.getpid()}"
-    tmp.write_text(json.dumps(stamps))
-    os.replace(tmp, version_dir / VERIFIED)
+    try:
+        tmp.write_text(json.dumps(stamps))
+        os.replace(tmp, version_dir / VERIFIED)
+    except OSError as exc:  # e.g. a cache shared read-only: the next load hashes again
+        log.debug("cannot record verified files in %s: %s", version_dir, exc)
+        with contextlib.suppress(OSError):
+            tmp.unlink()
 
 
 def damaged_files(version_dir: Path, manifest: Manifest, verify: Verify = "changed") -> list[FileEntry]:
