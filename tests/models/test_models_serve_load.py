@@ -156,3 +156,17 @@ def test_replicas_on_one_node_download_an_s3_version_once(s3_store_url: str, tmp
     assert sorted(len(r["downloaded"]) for r in results) == [0, 2]  # config.json and w.bin, fetched once
     assert results[0]["path"] == results[1]["path"]
     assert (Path(results[0]["path"]) / "w.bin").read_bytes() == data
+
+
+def test_models_fetch_repairs_and_says_so(store_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from inferplane.models.cli import main
+
+    store = Store(str(store_dir))
+    make_version(store, "org/m", "v1", {"w.bin": payload(1000)})
+    argv = ["fetch", "org/m@v1", "--store", str(store_dir), "--cache-dir", str(tmp_path / "c")]
+    assert main(argv) == 0
+    cached = Path(capsys.readouterr().out.strip()) / "w.bin"
+    cached.write_bytes(b"x" * 1000)
+    assert main([*argv, "--verify", "full"]) == 0
+    assert "fetched again (damaged in the cache): w.bin" in capsys.readouterr().err
+    assert cached.read_bytes() == payload(1000)
