@@ -2,9 +2,10 @@
 
 ``inferplane up`` runs the stable version (served as ``llama``, the name clients send); two more
 ``inferplane serve --engine sim`` processes join the same pool through the picker's endpoints file:
-``llama-slow`` (every request waits 0.5 s before it is scheduled: a TTFT regression) and
-``llama-v3`` (as fast as the stable one). Clients keep sending requests for ``llama`` while
-``inferplane rollout start --steps`` runs as a user would run it.
+``llama-slow`` (every request waits 1.2 s before it is scheduled: a TTFT regression) and
+``llama-v3`` (like the stable one: 0.15 s, so that a busy test machine's jitter stays small next to
+it). Clients keep sending requests for ``llama`` while ``inferplane rollout start --steps`` runs
+(its ``main``, in this process: a second Python start-up per command costs seconds on a busy machine).
 """
 
 from __future__ import annotations
@@ -23,15 +24,18 @@ import pytest
 import yaml
 from platform_runner import Platform, free_port, start_platform
 
+from inferplane.cli import main
+
 MODEL = "llama"
 SIM = {"time_scale": 1.0, "output_length": {"distribution": "fixed", "mean": 4, "max": 4}}
-GATE = ["--interval", "3s", "--max-error-rate", "0.05", "--max-ttft-p90-ratio", "2.5", "--min-requests", "6"]
+GATE = ["--interval", "4s", "--max-error-rate", "0.05", "--max-ttft-p90-ratio", "2.5", "--min-requests", "3"]
+OVERHEAD_S = 0.15
 
 
 def start_server(tmp: Path, name: str, overhead_s: float) -> tuple[subprocess.Popen[str], int]:
     port = free_port()
     config = tmp / f"{name}.yaml"
-    sim = {**SIM, "cost": {"request_overhead_s": overhead_s}} if overhead_s else SIM
+    sim = {**SIM, "cost": {"request_overhead_s": overhead_s}}
     config.write_text(yaml.safe_dump({"server": {"engine": "sim", "served_model_name": name, "port": port,
                                                  "sim": sim}}))
     process = subprocess.Popen([sys.executable, "-m", "inferplane", "serve", "--config", str(config)],
@@ -98,22 +102,23 @@ class Traffic:
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Platform, Traffic]]:
     tmp = tmp_path_factory.mktemp("rollout")
-    extra = [start_server(tmp, "llama-slow", 0.5), start_server(tmp, "llama-v3", 0.0)]
+    extra = [start_server(tmp, "llama-slow", 1.2), start_server(tmp, "llama-v3", OVERHEAD_S)]
     running: Platform | None = None
     threads: list[threading.Thread] = []
     traffic: Traffic | None = None
     try:
-        for process, port in extra:
-            wait_healthy(port, process)
         endpoints = tmp / "endpoints.txt"
         endpoints.write_text("".join(f"127.0.0.1:{port}\n" for _, port in extra))
         running = start_platform(
             tmp, replicas=1,
-            server={"engine": "sim", "served_model_name": MODEL, "sim": SIM},
+            server={"engine": "sim", "served_model_name": MODEL,
+                    "sim": {**SIM, "cost": {"request_overhead_s": OVERHEAD_S}}},
             picker={"endpoints_file": str(endpoints), "model_rewrites_file_poll_interval": 0.2},
             gateway={"endpoint_selection": "original_dst"},
             timeout_s=120,
         )
+        for process, port in extra:  # started together with the platform
+            wait_healthy(port, process)
         traffic = Traffic(running.base_url)
         # two clients ask for whole answers, one streams (TTFT at the first generated token)
         threads = [threading.Thread(target=traffic.run, args=(i == 0,), daemon=True) for i in range(3)]
@@ -133,38 +138,50 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Platfor
             process.wait(timeout=15)
 
 
-def rollout(platform: Platform, *argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "inferplane", "rollout", *argv, "--run-dir", str(platform.run_dir)],
-                          check=False, capture_output=True, text=True, timeout=120)
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
 
 
-def test_slow_canary_is_rolled_back_by_itself(platform: tuple[Platform, Traffic]) -> None:
+def rollout(platform: Platform, capsys: pytest.CaptureFixture[str], *argv: str) -> Result:
+    """``inferplane rollout ARGV --run-dir RUN`` (the CLI's ``main``), its exit code and output."""
+    capsys.readouterr()
+    code = main(["rollout", *argv, "--run-dir", str(platform.run_dir)])
+    out, err = capsys.readouterr()
+    return Result(code, out, err)
+
+
+def test_slow_canary_is_rolled_back_by_itself(platform: tuple[Platform, Traffic],
+                                              capsys: pytest.CaptureFixture[str]) -> None:
     running, traffic = platform
-    result = rollout(running, "start", MODEL, "--canary", "llama-slow", "--steps", "50,100", *GATE)
+    result = rollout(running, capsys, "start", MODEL, "--canary", "llama-slow", "--steps", "50,100", *GATE)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "rollback: canary TTFT p90" in result.stdout
     assert "llama: rolled-back: llama 100%, llama-slow 0%" in result.stdout
     traffic.wait_for_only(MODEL)
 
 
-def test_failing_canary_is_rolled_back_by_itself(platform: tuple[Platform, Traffic]) -> None:
+def test_failing_canary_is_rolled_back_by_itself(platform: tuple[Platform, Traffic],
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
     running, traffic = platform
     # no server in the pool serves this name: every request sent to it fails (404 from the model server)
-    result = rollout(running, "start", MODEL, "--canary", "llama-missing", "--steps", "50,100", *GATE)
+    result = rollout(running, capsys, "start", MODEL, "--canary", "llama-missing", "--steps", "50,100", *GATE)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "rollback: canary error" in result.stdout
     traffic.wait_for_only(MODEL)
 
 
-def test_good_canary_is_promoted(platform: tuple[Platform, Traffic]) -> None:
+def test_good_canary_is_promoted(platform: tuple[Platform, Traffic], capsys: pytest.CaptureFixture[str]) -> None:
     running, traffic = platform
-    result = rollout(running, "start", MODEL, "--canary", "llama-v3", "--steps", "50,100", *GATE)
+    result = rollout(running, capsys, "start", MODEL, "--canary", "llama-v3", "--steps", "50,100", *GATE)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "llama at 50%: advance" in result.stdout
     assert "llama at 100%: advance" in result.stdout
     assert "llama: promoted: llama-v3 100%" in result.stdout
     traffic.wait_for_only("llama-v3")
-    status = rollout(running, "status", MODEL, "--json")
+    status = rollout(running, capsys, "status", MODEL, "--json")
     assert status.returncode == 0, status.stderr
     report = json.loads(status.stdout)["rollouts"][0]
     assert report["phase"] == "promoted"
