@@ -39,8 +39,8 @@ class PickerMetrics:
                                   "Request latency from request headers to the end of the response.",
                                   _MODEL, buckets=_LATENCY_BUCKETS, registry=r)
         self.ttft = Histogram("inference_objective_request_ttft_seconds",
-                              "Time to first token: request headers to the first response body bytes (successful "
-                              "responses).", _MODEL, buckets=_TTFT_BUCKETS, registry=r)
+                              "Time to first token: request headers to the first generated text (a stream's first "
+                              "SSE event with text; a whole answer's first bytes), successful responses.", _MODEL, buckets=_TTFT_BUCKETS, registry=r)
         self.request_sizes = Histogram("inference_objective_request_sizes", "Request body sizes in bytes.",
                                        _MODEL, buckets=_SIZE_BUCKETS, registry=r)
         self.response_sizes = Histogram("inference_objective_response_sizes", "Response body sizes in bytes.",
