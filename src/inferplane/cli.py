@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "inferplane.picker.cli",
     "inferplane.gateway.cli",
     "inferplane.models.cli",
+    "inferplane.rollout.cli",
     "inferplane.deploy.cli",
     "inferplane.jobs.cli",
     "inferplane.oip.cli",

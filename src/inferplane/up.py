@@ -113,6 +113,8 @@ def plan(config: PlatformConfig, run_dir: Path, source: str = "configuration") -
     ]
     endpoints = [f"{_connect_host(s.host)}:{s.port}" for s in servers]
     picker_raw: dict[str, Any] = {"telemetry": config.observe.telemetry(), **config.picker, "endpoints": endpoints}
+    # Where `inferplane rollout --run-dir` writes its weighted model rewrites (re-read, no restart).
+    picker_raw.setdefault("model_rewrites_file", str(run_dir / "model-rewrites.yaml"))
     gateway_raw: dict[str, Any] = {**config.gateway, "pool_endpoints": endpoints}
     if gateway_raw.get("endpoint_selection", "override_host") == "override_host":
         # Ordered fallbacks for Envoy's override-host balancer; used when gateway.num_retries > 0.
@@ -202,6 +204,9 @@ async def run_platform(plan: Plan, run_dir: Path, ready_timeout_s: float, ready_
             path = _write_section(run_dir, f"server-{i}", "server", server)
             servers.append(await supervisor.start(f"server-{i}", python_module_command("inferplane", "serve", "--config", str(path))))
         picker_path = _write_section(run_dir, "picker", "picker", plan.picker)
+        rewrites = plan.picker.model_rewrites_file
+        if rewrites is not None and not rewrites.exists():
+            rewrites.write_text("# model rewrites; 'inferplane rollout' writes its canaries here\n")
         picker = await supervisor.start("picker", python_module_command("inferplane", "picker", "--config", str(picker_path)))
         envoy = await supervisor.start("envoy", envoy_command(gateway, write_bootstrap(gateway, run_dir)))
         batch = None

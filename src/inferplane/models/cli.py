@@ -72,6 +72,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("model", metavar="NAME[@VERSION]")
     store_option(p, "--store")
     p.add_argument("--cache-dir", type=Path, help="default $INFERPLANE_MODEL_CACHE or ~/.cache/inferplane/models")
+    p.add_argument("--verify", choices=["changed", "full", "size"], default="changed",
+                   help="check of an already cached version: sha256 of changed files (default), of all, or sizes")
     p.set_defaults(func=_guarded(_fetch))
     return parser
 
@@ -197,7 +199,9 @@ def _fetch(args: argparse.Namespace) -> int:
     from inferplane.models.cache import ensure_cached
 
     name, version = parse_name_version(args.model)
-    result = ensure_cached(_store(args), name, version or LATEST, args.cache_dir)
+    result = ensure_cached(_store(args), name, version or LATEST, args.cache_dir, verify=args.verify)
+    if result.repaired:
+        print(f"fetched again (damaged in the cache): {', '.join(result.repaired)}", file=sys.stderr)
     print(result.path)
     return 0
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from inferplane.models.cache import ensure_cached
+from inferplane.models.cache import Verify, ensure_cached
 from inferplane.models.leases import DEFAULT_TTL_S, Lease, acquire_lease
 from inferplane.models.manifest import Manifest
 from inferplane.models.store import Store
@@ -43,6 +43,7 @@ def load_model(
     *,
     lease_ttl_s: float = DEFAULT_TTL_S,
     storage_options: dict[str, Any] | None = None,
+    verify: Verify = "changed",
 ) -> LoadedModel:
     """Materialize ``store://STORE_URL#NAME[@VERSION]`` locally under a renewed lease."""
     parsed = parse_store_ref(ref)
@@ -50,7 +51,7 @@ def load_model(
     version = store.resolve(parsed.name, parsed.version)
     lease = acquire_lease(store, parsed.name, version, ttl_s=lease_ttl_s)
     try:
-        result = ensure_cached(store, parsed.name, version, cache_dir)
+        result = ensure_cached(store, parsed.name, version, cache_dir, verify=verify)
     except BaseException:
         lease.release()
         raise

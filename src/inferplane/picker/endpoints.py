@@ -22,6 +22,8 @@ class EndpointMetrics:
     max_lora: int | None = None
     running_loras: frozenset[str] = frozenset()
     waiting_loras: frozenset[str] = frozenset()
+    #: Base model names the server serves (the ``model_name`` label of its queue gauge).
+    models: frozenset[str] = frozenset()
 
 
 @dataclass(slots=True, eq=False)

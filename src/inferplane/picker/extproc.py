@@ -163,6 +163,25 @@ def read_usage(document: object) -> Usage | None:
     return Usage(prompt if isinstance(prompt, int) else 0, completion if isinstance(completion, int) else 0)
 
 
+def has_token(chunk: bytes) -> bool:
+    """An SSE chunk carries generated text (not just the opening ``role`` chunk or an error)."""
+    for line in chunk.split(b"\n"):
+        if not line.startswith(b"data:") or (b'"content"' not in line and b'"text"' not in line):
+            continue
+        try:
+            event = orjson.loads(line[5:])
+        except orjson.JSONDecodeError:
+            continue
+        choices = event.get("choices") if isinstance(event, dict) else None
+        for choice in choices if isinstance(choices, list) else ():
+            if not isinstance(choice, dict):
+                continue
+            delta = choice.get("delta")
+            if choice.get("text") or (isinstance(delta, dict) and (delta.get("content") or delta.get("reasoning_content"))):
+                return True
+    return False
+
+
 class RequestStream:
     """The state of one HTTP request across its ext_proc messages."""
 
@@ -186,6 +205,7 @@ class RequestStream:
         self.sse = False
         self.usage: Usage | None = None
         self.response_bytes = 0
+        self.first_byte_at = 0.0  # perf_counter() of the first token's bytes (time to first token)
         self.sse_tail = b""
         self.json_chunks: list[bytes] = []
         self.response_done = False
@@ -399,6 +419,8 @@ class RequestStream:
         chunk = message.response_body.body
         end = message.response_body.end_of_stream
         self.response_bytes += len(chunk)
+        if chunk and not self.first_byte_at and (not self.sse or has_token(chunk)):
+            self.first_byte_at = time.perf_counter()
         if self.sse:
             self._scan_sse(chunk)
         elif sum(map(len, self.json_chunks)) + len(chunk) <= MAX_USAGE_BODY:
@@ -654,6 +676,8 @@ class ExtProcService(pb_grpc.ExternalProcessorServicer):
         series.response_sizes.observe(stream.response_bytes)
         if stream.status >= 400:
             self.metrics.errors.labels(request.requested_model, request.model, "ModelServerError").inc()
+        elif stream.first_byte_at:
+            series.ttft.observe(stream.first_byte_at - stream.started)
         if stream.usage is not None:
             tenant = self._tenant(request)
             if stream.usage.prompt_tokens > 0:
@@ -679,6 +703,7 @@ class ModelSeries:
         self.request_sizes = metrics.request_sizes.labels(model, target)
         self.response_sizes = metrics.response_sizes.labels(model, target)
         self.duration = metrics.duration.labels(model, target)
+        self.ttft = metrics.ttft.labels(model, target)
         self.input_tokens = metrics.input_tokens.labels(model, target)
         self.output_tokens = metrics.output_tokens.labels(model, target)
         self.running = metrics.running.labels(model)

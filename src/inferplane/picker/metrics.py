@@ -18,6 +18,8 @@ _SIZE_BUCKETS = tuple(2.0**i for i in range(6, 31))
 _INPUT_TOKEN_BUCKETS = (1, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32778, 65536,
                         131072, 262144, 524288, 1048576)
 _OUTPUT_TOKEN_BUCKETS = (1, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
+_TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2, 3, 5, 10, 20,
+                 30, 60, 120)
 _MODEL = ("model_name", "target_model_name")
 _QUEUE_BUCKETS = (0.0001, 0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 _FLOW = ("fairness_id", "priority")
@@ -36,6 +38,9 @@ class PickerMetrics:
         self.duration = Histogram("inference_objective_request_duration_seconds",
                                   "Request latency from request headers to the end of the response.",
                                   _MODEL, buckets=_LATENCY_BUCKETS, registry=r)
+        self.ttft = Histogram("inference_objective_request_ttft_seconds",
+                              "Time to first token: request headers to the first generated text (a stream's first "
+                              "SSE event with text; a whole answer's first bytes), successful responses.", _MODEL, buckets=_TTFT_BUCKETS, registry=r)
         self.request_sizes = Histogram("inference_objective_request_sizes", "Request body sizes in bytes.",
                                        _MODEL, buckets=_SIZE_BUCKETS, registry=r)
         self.response_sizes = Histogram("inference_objective_response_sizes", "Response body sizes in bytes.",

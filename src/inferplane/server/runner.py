@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import importlib.util
 import signal
+import sys
 from collections.abc import Iterator
 
 import uvicorn
@@ -71,11 +72,30 @@ async def serve_async(config: ServerConfig) -> None:
 
 
 def serve(config: ServerConfig) -> None:
-    """Run :func:`serve_async` on uvloop when available."""
+    """Run :func:`serve_async` on uvloop when available (a store:// model is fetched to local disk first)."""
     setup_logging("server", config.telemetry.log_format, config.log_level.upper() if config.log_level != "trace" else "DEBUG")
-    if _has("uvloop"):
-        import uvloop
+    from inferplane.models.serving import is_store_ref
 
-        uvloop.run(serve_async(config))
-    else:
-        asyncio.run(serve_async(config))
+    loaded = None
+    if is_store_ref(config.model):
+        from inferplane.models.errors import ModelsError
+        from inferplane.models.serving import load_for_server
+
+        assert config.model is not None
+        try:
+            path, loaded = load_for_server(config.model, config.model_cache_dir, config.model_verify)
+        except (ModelsError, OSError) as exc:
+            raise ConfigError(f"model {config.model}: {exc}") from None
+        print(f"inferplane serve: {config.model} is {loaded.manifest.name}@{loaded.manifest.version} at {path}",
+              file=sys.stderr, flush=True)
+        config = config.model_copy(update={"model": str(path)})
+    try:
+        if _has("uvloop"):
+            import uvloop
+
+            uvloop.run(serve_async(config))
+        else:
+            asyncio.run(serve_async(config))
+    finally:
+        if loaded is not None:
+            loaded.release()

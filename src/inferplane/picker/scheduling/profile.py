@@ -112,6 +112,7 @@ class Scheduler:
             if subset is not None:
                 raise NoReadyEndpoint("none of the endpoints in the proxy's subset hint is ready")
             raise NoReadyEndpoint("no ready endpoint in the inference pool")
+        endpoints = serving(endpoints, request.model)
         if admission and request.sheddable and self.saturation.is_saturated(endpoints, now, staleness):
             raise Saturated("the inference pool is saturated and the request is sheddable")
         ctx = CycleContext(request, now, staleness)
@@ -142,6 +143,15 @@ class Scheduler:
         if self.metrics:
             self.metrics.scheduler_e2e.observe(time.perf_counter() - started)
         return picked
+
+
+def serving(endpoints: list[Endpoint], model: str) -> list[Endpoint]:
+    """The endpoints whose metrics name ``model`` as their base model (a pool serving several versions, e.g.
+    during a rollout); all of them when none does (one model per pool, LoRA adapters, servers without the label)."""
+    if not model:
+        return endpoints
+    matching = [ep for ep in endpoints if ep.metrics is not None and model in ep.metrics.models]
+    return matching or endpoints
 
 
 def build_scheduler(config: PickerConfig, datastore: Datastore, metrics: PickerMetrics | None = None) -> Scheduler:
