@@ -14,11 +14,15 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Real Redis and PostgreSQL servers for the tests (Debian packages; the tests start their own instances).
+# Real Redis and PostgreSQL servers for the tests (Debian packages; the tests start their own instances), and
+# Chromium for the console's browser test (driven by Playwright; nothing is downloaded at test time).
 system-deps:
 	@if command -v redis-server >/dev/null && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then :; \
 	else SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server postgresql; fi
+	@if command -v chromium >/dev/null; then :; \
+	else SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; fi
 
 up: $(STAMP)
 	$(BIN)/inferplane up $(ARGS)

@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "inferplane.models.cli",
     "inferplane.deploy.cli",
     "inferplane.jobs.cli",
+    "inferplane.console.cli",
     "inferplane.oip.cli",
     "inferplane.sim.cluster.cli",
 )

@@ -43,6 +43,8 @@ class PlatformConfig(BaseModel):
     gateway: dict[str, Any] = Field(default_factory=dict, description="the `gateway` section (Envoy)")
     batch_api: bool = Field(default=True, description="run the OpenAI Batch API (/v1/files, /v1/batches) too")
     batch: dict[str, Any] = Field(default_factory=dict, description="the `batch` section (inferplane batch serve)")
+    console: dict[str, Any] = Field(
+        default_factory=dict, description="the `console` section (inferplane console; `enabled: false` skips it)")
 
 
 class Plan(BaseModel):
@@ -52,6 +54,7 @@ class Plan(BaseModel):
     picker: Any
     gateway: GatewayConfig
     batch: Any | None = None
+    console: Any | None = None
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -116,12 +119,32 @@ def plan(config: PlatformConfig, run_dir: Path, source: str = "configuration") -
         batch = validate_model(BatchConfig, batch_raw, f"{source} (section 'batch')")
         gateway_raw.setdefault("batch_api_address", f"{_connect_host(batch.host)}:{batch.port}")
     gateway = validate_model(GatewayConfig, gateway_raw, f"{source} (section 'gateway')")
+    console = _console_plan(config, picker, batch, gateway, source)
+    if console is not None and gateway.console_address is None:  # reachable through the gateway at /console
+        gateway_raw["console_address"] = f"{_connect_host(console.host)}:{console.port}"
+        gateway = validate_model(GatewayConfig, gateway_raw, f"{source} (section 'gateway')")
     if batch is not None:
         batch.dispatch.gateway_url = f"http://{_connect_host(gateway.host)}:{gateway.port}"
         batch.dispatch.pool_metrics_url = batch.dispatch.pool_metrics_url or (
             f"http://{_connect_host(picker.host)}:{picker.metrics_port}/metrics"
         )
-    return Plan(servers=servers, picker=picker, gateway=gateway, batch=batch)
+    return Plan(servers=servers, picker=picker, gateway=gateway, batch=batch, console=console)
+
+
+def _console_plan(config: PlatformConfig, picker: Any, batch: Any, gateway: GatewayConfig, source: str) -> Any:
+    """The console's configuration, reading this platform's picker, Batch API and Envoy; None when disabled."""
+    from inferplane.console.config import ConsoleConfig
+
+    where = f"{source} (section 'console')"
+    if not validate_model(ConsoleConfig, config.console, where).enabled:
+        return None
+    raw = {
+        "picker_url": f"http://{_connect_host(picker.host)}:{picker.metrics_port}",
+        "batch_url": f"http://{_connect_host(batch.host)}:{batch.port}" if batch is not None else None,
+        "envoy_admin_url": f"http://{_connect_host(gateway.admin_host)}:{gateway.admin_port}",
+        **config.console,
+    }
+    return validate_model(ConsoleConfig, raw, where)
 
 
 def _connect_host(bind_host: str) -> str:
@@ -139,6 +162,8 @@ def _check_ports_free(plan: Plan) -> None:
     ]
     if plan.batch is not None:
         wanted.append(("batch API", plan.batch.host, plan.batch.port))
+    if plan.console is not None:
+        wanted.append(("console", plan.console.host, plan.console.port))
     for what, host, port in wanted:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -192,6 +217,10 @@ async def run_platform(plan: Plan, run_dir: Path, ready_timeout_s: float, ready_
             (run_dir / "batch").mkdir(parents=True, exist_ok=True)
             batch_path = _write_section(run_dir, "batch", "batch", plan.batch)
             batch = await supervisor.start("batch", python_module_command("inferplane", "batch", "serve", "--config", str(batch_path)))
+        console = None
+        if plan.console is not None:
+            console_path = _write_section(run_dir, "console", "console", plan.console)
+            console = await supervisor.start("console", python_module_command("inferplane", "console", "--config", str(console_path)))
         supervisor.say(f"generated configuration in {run_dir}")
 
         async def ready(what: str, check, child) -> None:
@@ -208,6 +237,9 @@ async def run_platform(plan: Plan, run_dir: Path, ready_timeout_s: float, ready_
         if batch is not None:
             batch_url = f"http://{_connect_host(plan.batch.host)}:{plan.batch.port}/health"
             waits.append(ready("batch", lambda: _http_ok(batch_url), batch))
+        if console is not None:
+            console_root = f"http://{_connect_host(plan.console.host)}:{plan.console.port}/console"
+            waits.append(ready("console", lambda: _http_ok(f"{console_root}/health"), console))
         startup = asyncio.ensure_future(asyncio.gather(*waits))
         stopped = asyncio.ensure_future(stop.wait())
         await asyncio.wait({startup, stopped}, return_when=asyncio.FIRST_COMPLETED)
@@ -223,7 +255,11 @@ async def run_platform(plan: Plan, run_dir: Path, ready_timeout_s: float, ready_
             supervisor.say(f"start-up failed: {exc}")
             return 1
         parts = f"{len(plan.servers)} model server(s), picker, envoy" + (", batch API" if batch else "")
+        parts += ", console" if console else ""
         supervisor.say(f"ready in {time.monotonic() - started:.1f}s: {parts}")
+        if console is not None:
+            via = f" (also {base_url.removesuffix('/v1')}/console/)" if gateway.console_address else ""
+            supervisor.say(f"console: {console_root}/{via}")
         supervisor.say(f"OpenAI base URL: {base_url}")
         supervisor.say("press Ctrl-C to stop")
         if ready_event:
