@@ -15,6 +15,8 @@ from typing import Any
 from inferplane.picker.endpoints import Endpoint
 from inferplane.picker.request import InferenceRequest
 
+_now = time.time
+
 #: Decisions kept by default (the console shows the newest few dozen).
 DEFAULT_DECISIONS = 256
 
@@ -31,6 +33,7 @@ class DecisionLog:
         self.scorers = list(scorers)
         self.picker = picker
         self._records: deque[_Record] = deque(maxlen=maxlen)
+        self._append = self._records.append
         #: Decisions recorded since start (the ring buffer keeps the newest ``maxlen``).
         self.total = 0
 
@@ -43,7 +46,9 @@ class DecisionLog:
                totals: list[float], picked: Sequence[Endpoint]) -> None:
         """The scheduler sent ``request`` to ``picked[0]`` (hot path: keep it this cheap)."""
         self.total += 1
-        self._records.append((time.time(), self._request(request), candidates, scores, totals, picked, ""))
+        self._append((_now(), (request.request_id, request.requested_model or request.model, request.model,
+                               request.objective, request.priority, request.fairness_id),
+                      candidates, scores, totals, picked, ""))
 
     def rejected(self, request: InferenceRequest, candidates: Sequence[Endpoint], reason: str) -> None:
         """The scheduler refused ``request`` (no endpoint, saturated pool)."""
