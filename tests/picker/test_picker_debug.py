@@ -105,3 +105,48 @@ def test_limit_bounds_the_answer(limit: int) -> None:
         log.picked(InferenceRequest(request_id=str(i)), [ep], [[1.0]], [1.0], [ep])
     assert [d["request_id"] for d in log.to_json(limit)] == ["2"][:limit]
     assert log.to_json(limit)[:1] == [] or log.to_json(limit)[0]["reason"] == "the only candidate"
+
+
+class _Waiter:
+    """A queued request's owner (what an ext_proc stream is to flow control)."""
+
+    def __init__(self) -> None:
+        self.outcome = ""
+
+    def dispatched(self) -> None:
+        self.outcome = "dispatched"
+
+    def rejected(self, error: Exception) -> None:
+        self.outcome = f"rejected: {error}"
+
+
+async def test_state_shows_queue_depth_per_band_and_tenant() -> None:
+    async with serve_fake_model_server() as saturated:
+        saturated.text = vllm_metrics(waiting=10, kv=0.5)  # waiting / 5 >= 1: no room, requests wait
+        server = PickerServer(PickerConfig(**FREE_PORTS, endpoints=[saturated.address], scrape_interval=0.02,
+                                           flow_control={"enabled": True}))
+        await server.start()
+        assert server.flow is not None
+        waiters = []
+        try:
+            await wait_until(lambda: len(server.datastore.ready()) == 1)
+            for i, (tenant, priority) in enumerate([("a", 0), ("a", 0), ("b", 0), ("b", 7)]):
+                waiter = _Waiter()
+                request = InferenceRequest(request_id=f"q{i}", model="m", priority=priority, fairness_id=tenant)
+                assert server.flow.enqueue(waiter, request, 100) is not None  # held
+                waiters.append(waiter)
+            async with httpx.AsyncClient() as client:
+                state = (await client.get(f"http://127.0.0.1:{server.metrics_port}/debug/state")).json()
+            saturated.text = vllm_metrics(waiting=0, kv=0.1)  # room again: the queue drains
+            await wait_until(lambda: all(w.outcome == "dispatched" for w in waiters))
+        finally:
+            await server.stop(grace=0)
+
+    flow = state["flow_control"]
+    assert flow["queued"] == 4
+    assert [band["priority"] for band in flow["bands"]] == [7, 0]  # most important first
+    high, normal = flow["bands"]
+    assert high["requests"] == 1 and high["flows"] == [{"fairness_id": "b", "requests": 1, "bytes": 100}]
+    assert normal["requests"] == 3 and normal["bytes"] == 300
+    assert {f["fairness_id"]: f["requests"] for f in normal["flows"]} == {"a": 2, "b": 1}
+    assert state["saturation"] >= 1
