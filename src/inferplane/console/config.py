@@ -30,7 +30,7 @@ class ConsoleConfig(BaseModel):
                                         description="Envoy's admin interface, for gateway request rates; null: none")
     poll_interval_s: float = Field(default=1.0, ge=0.1, le=60, description="how often the sources are read")
     history_s: float = Field(default=300.0, ge=10, le=3600, description="how far back the charts go")
-    decisions: int = Field(default=25, ge=1, le=256, description="routing decisions shown")
+    decisions: int = Field(default=15, ge=1, le=256, description="routing decisions shown")
     batches: int = Field(default=20, ge=1, le=100, description="batch jobs shown (newest first)")
     timeout_s: float = Field(default=2.0, gt=0, description="timeout of one read of a source")
 

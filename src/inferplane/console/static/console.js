@@ -161,10 +161,12 @@
 
   // ---- charts --------------------------------------------------------------------------------
 
-  function niceMax(v) {
-    if (!(v > 0)) return 1;
-    const p = Math.pow(10, Math.floor(Math.log10(v)));
-    for (const m of [1, 2, 2.5, 5, 10]) if (v <= m * p) return m * p;
+  // A round tick step giving at most four intervals up to `top`.
+  function niceStep(top) {
+    if (!(top > 0)) return 0.25;
+    const rough = top / 4;
+    const p = Math.pow(10, Math.floor(Math.log10(rough)));
+    for (const m of [1, 2, 2.5, 5, 10]) if (rough <= m * p) return m * p;
     return 10 * p;
   }
 
@@ -178,21 +180,23 @@
     const tMax = snapshotTime || Date.now() / 1000;
     const tMin = tMax - historyS;
     let yMax = opts.yMax;
+    let step = yMax === undefined ? 0 : yMax / 4;
     if (yMax === undefined) {
-      let top = 0;
+      let top = opts.yMin || 0;
       for (const s of series) for (const [, v] of s.points) if (isNum(v) && v > top) top = v;
-      yMax = niceMax(top * 1.1);
+      step = niceStep(top);
+      yMax = Math.max(step, Math.ceil(top / step) * step);
     }
     const x = (t) => pad.left + ((t - tMin) / (tMax - tMin)) * plotW;
     const y = (v) => pad.top + plotH - (Math.min(v, yMax) / yMax) * plotH;
-    for (let i = 0; i <= 4; i++) {
-      const v = (yMax * i) / 4;
+    for (let i = 0; i * step <= yMax + 1e-9; i++) {
+      const v = i * step;
       root.append(svg("line", { class: "axis", x1: pad.left, x2: width - pad.right, y1: y(v), y2: y(v) }));
       root.append(svg("text", { class: "tick", x: pad.left - 6, y: y(v) + 3, "text-anchor": "end" }, opts.format(v)));
     }
     const minutes = historyS / 60;
-    const step = minutes > 6 ? 120 : 60;
-    for (let s = 0; s <= historyS; s += step) {
+    const every = minutes > 6 ? 120 : 60;
+    for (let s = 0; s <= historyS; s += every) {
       const t = tMax - s;
       root.append(svg("text", { class: "tick", x: x(t), y: height - 6, "text-anchor": s === 0 ? "end" : "middle" },
         s === 0 ? "now" : `−${Math.round(s / 60)}m`));
@@ -216,7 +220,7 @@
     let lx = pad.left;
     for (const s of series) {
       const latest = [...s.points].reverse().find(([, v]) => isNum(v));
-      const label = `${s.name}${latest ? ` ${opts.format(latest[1])}` : ""}`;
+      const label = `${s.name}${latest ? ` ${(s.format || opts.format)(latest[1])}` : ""}`;
       root.append(svg("rect", { x: lx, y: 6, width: 10, height: 10, rx: 2, fill: s.color }));
       root.append(svg("text", { class: "legend-text", x: lx + 14, y: 15 }, label));
       lx += 26 + label.length * 6.2;
@@ -237,18 +241,19 @@
         return [s.t, e[field]];
       }),
     }));
-    const count = (v) => num(v, v < 10 && !Number.isInteger(v) ? 1 : 0);
-    lineChart(byId("chart-load"), per("load"), { label: "load per endpoint", format: count });
+    const count = (v) => num(v, Number.isInteger(v) ? 0 : v < 10 ? (Number.isInteger(v * 10) ? 1 : 2) : 0);
+    lineChart(byId("chart-load"), per("load"), { label: "load per endpoint", format: count, yMin: 1 });
     lineChart(byId("chart-kv"), per("kv"), { label: "KV-cache use", yMax: 1, format: (v) => pct(v) });
+    const rate = (v) => num(v, 1);
     lineChart(byId("chart-traffic"), [
-      { name: "gateway req/s", color: "#3b6fe0", points: history.map((s) => [s.t, s.rps]) },
-      { name: "routed/s", color: "#1f9d63", points: history.map((s) => [s.t, s.decisions_ps]), dash: "4 3" },
-      { name: "errors/s", color: "#d64545", points: history.map((s) => [s.t, s.errors_ps]) },
-    ], { label: "traffic", format: count });
+      { name: "gateway req/s", color: "#3b6fe0", points: history.map((s) => [s.t, s.rps]), format: rate },
+      { name: "routed/s", color: "#1f9d63", points: history.map((s) => [s.t, s.decisions_ps]), dash: "4 3", format: rate },
+      { name: "errors/s", color: "#d64545", points: history.map((s) => [s.t, s.errors_ps]), format: rate },
+    ], { label: "traffic", format: count, yMin: 1 });
     lineChart(byId("chart-saturation"), [
-      { name: "saturation", color: "#d98a00", points: history.map((s) => [s.t, s.saturation]), fill: true },
-      { name: "queued", color: "#b54bd1", points: history.map((s) => [s.t, s.queued]) },
-    ], { label: "saturation and queue", format: count });
+      { name: "saturation", color: "#d98a00", points: history.map((s) => [s.t, s.saturation]), fill: true, format: pct },
+      { name: "queued", color: "#b54bd1", points: history.map((s) => [s.t, s.queued]), format: count },
+    ], { label: "saturation and queue", format: count, yMin: 1 });
   }
 
   // ---- queues, rewrites, objectives ----------------------------------------------------------
