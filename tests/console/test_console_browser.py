@@ -2,7 +2,8 @@
 
 ``inferplane up`` with two simulator replicas, flow control, an objective, a model rewrite and
 the Batch API; the page is opened through the gateway at /console/. Load goes through the
-gateway while the test watches the page's numbers change. A screenshot is kept in
+gateway while the test watches the page's numbers change; small servers and a low saturation threshold make flow control
+hold requests, so the queue panel has something to show. A screenshot is kept in
 ``tests/artifacts/console.png``.
 """
 
@@ -31,8 +32,11 @@ TENANTS = ("tenant-a", "tenant-b")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     running = start_platform(
         tmp_path_factory.mktemp("console"), replicas=2,
-        server={"engine": "sim", "served_model_name": MODEL, "num_blocks": 64, "sim": {"time_scale": 1.0}},
+        # two sequences per server and a low queue threshold: under load, flow control holds requests
+        server={"engine": "sim", "served_model_name": MODEL, "num_blocks": 64, "max_num_seqs": 2,
+                "sim": {"time_scale": 1.0}},
         picker={"objectives": {"interactive": 10}, "flow_control": {"enabled": True},
+                "saturation": {"type": "utilization-detector", "parameters": {"queue_threshold": 1}},
                 "model_rewrites": [{"name": "rollout", "rules": [{
                     "matches": [{"model": {"value": ALIAS}}],
                     "targets": [{"modelRewrite": MODEL, "weight": 100}]}]}]},
@@ -133,6 +137,10 @@ def test_the_console_shows_the_live_platform(platform: Platform) -> None:
                     "() => document.querySelectorAll('#chart-load path.series').length === 2 &&"
                     " document.querySelectorAll('#chart-traffic path.series').length >= 1", timeout=60_000)
                 page.wait_for_selector(f'#batches tr[data-batch="{batch_id}"]', timeout=60_000)
+                page.wait_for_function(  # requests held by flow control, per band and tenant
+                    "() => [...document.querySelectorAll('#queues .band[data-priority=\"10\"] .flow')]"
+                    ".some(f => f.textContent.startsWith('tenant-') && Number(f.querySelector('.text').textContent) > 0)",
+                    timeout=60_000)
                 decisions = page.locator("#decisions tbody").inner_text()
                 running = [int(t) for t in page.locator("#endpoints td[data-field=running]").all_inner_texts()]
                 page.screenshot(path=str(_artifact("console.png")), full_page=True)

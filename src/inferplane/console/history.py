@@ -7,21 +7,31 @@ from typing import Any
 
 
 class Rates:
-    """Per-second rates of monotonically increasing counters between two reads."""
+    """Per-second rates of monotonically increasing counters, averaged over the last ``window_s`` seconds.
 
-    def __init__(self) -> None:
-        self._last: dict[str, tuple[float, float]] = {}
+    A window of a few polls keeps bursty traffic (closed-loop clients finishing together) from
+    reading as zero between two close reads.
+    """
+
+    def __init__(self, window_s: float = 5.0) -> None:
+        self.window_s = window_s
+        self._reads: dict[str, deque[tuple[float, float]]] = {}
 
     def rate(self, name: str, value: float | None, now: float) -> float | None:
-        """The counter's increase per second since the last read of ``name`` (None on the first read)."""
+        """The counter's increase per second over the window (None on the first read or after a reset)."""
         if value is None:
-            self._last.pop(name, None)
+            self._reads.pop(name, None)
             return None
-        previous = self._last.get(name)
-        self._last[name] = (now, value)
-        if previous is None or now <= previous[0] or value < previous[1]:  # first read, or a restart
+        reads = self._reads.setdefault(name, deque())
+        if reads and (value < reads[-1][1] or now <= reads[-1][0]):  # the counter restarted, or time went back
+            reads.clear()
+        reads.append((now, value))
+        while len(reads) > 2 and now - reads[1][0] >= self.window_s:
+            reads.popleft()
+        if len(reads) < 2:
             return None
-        return (value - previous[1]) / (now - previous[0])
+        start_t, start_value = reads[0]
+        return (value - start_value) / (now - start_t)
 
 
 def sample(now: float, state: dict[str, Any] | None, gateway: dict[str, float] | None, rates: Rates,

@@ -271,15 +271,16 @@
       box.replaceChildren(el("div", { class: "note", text: "No request has waited yet: every band is empty." }));
       return;
     }
+    // bars compare tenants across every band: the longest queue fills its track
+    const longest = Math.max(1, ...bands.flatMap((band) => band.flows.map((f) => f.requests)));
     box.replaceChildren(...bands.map((band) => {
-      const limit = band.max_requests || Math.max(1, ...band.flows.map((f) => f.requests));
       return el("div", { class: "band", "data-priority": band.priority },
         el("div", { class: "band-head" },
           el("strong", { text: `priority ${band.priority}${band.priority < 0 ? " (sheddable)" : ""}` }),
           el("span", { class: "muted", text: `${band.requests} queued${band.max_requests ? ` of ${band.max_requests}` : ""}` })),
         ...(band.flows.length ? band.flows : [{ fairness_id: "–", requests: 0 }]).map((f) =>
           el("div", { class: "flow" }, el("span", { class: "mono", text: f.fairness_id }),
-            bar(f.requests / limit, f.requests ? "warn" : "", num(f.requests, 0)))));
+            bar(f.requests / longest, f.requests ? "warn" : "", num(f.requests, 0)))));
     }));
   }
 
