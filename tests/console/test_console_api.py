@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -135,3 +137,35 @@ def test_the_cli_reports_a_bad_flag_without_a_traceback(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "inferplane", "console", "--config", str(config)],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "port" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_cli_serves_until_sigterm_and_reports_a_taken_port() -> None:
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "inferplane", "console", "--port", str(port),
+                                "--picker-url", f"http://127.0.0.1:{free_port()}", "--poll-interval-s", "0.5"],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert process.stdout is not None
+        assert f"http://127.0.0.1:{port}/console/" in process.stdout.readline()
+        health = _get_when_up(f"http://127.0.0.1:{port}/console/health")
+        snapshot = httpx.get(f"http://127.0.0.1:{port}/console/api/snapshot", timeout=5).json()
+
+        taken = subprocess.run([sys.executable, "-m", "inferplane", "console", "--port", str(port)],
+                               capture_output=True, text=True, timeout=60)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(30)
+    assert health == "ok"
+    assert not snapshot["sources"]["picker"]["ok"] and snapshot["state"] is None  # the picker is not there
+    assert taken.returncode == 1 and f"127.0.0.1:{port} (port)" in taken.stderr and "Traceback" not in taken.stderr
+    assert code == 0
+
+
+def _get_when_up(url: str, limit_s: float = 30.0) -> str:
+    deadline = time.monotonic() + limit_s
+    while True:
+        try:
+            return httpx.get(url, timeout=2).text
+        except httpx.HTTPError:
+            assert time.monotonic() < deadline, f"{url} did not answer within {limit_s}s"
+            time.sleep(0.1)
