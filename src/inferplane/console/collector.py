@@ -45,7 +45,7 @@ class Collector:
             started = time.monotonic()
             try:
                 await self.poll()
-            except Exception:  # noqa: BLE001 - the console must outlive any bad answer
+            except Exception:  # the console must outlive any bad answer
                 log.exception("console poll failed")
             await asyncio.sleep(max(0.0, self.config.poll_interval_s - (time.monotonic() - started)))
 

@@ -27,13 +27,14 @@ DEFAULT_LIMIT = 50
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
-def _retry(read: Callable[[], T], default: T) -> T:
+def _retry(read: Callable[[], T]) -> T | None:
+    """``read()``, tried again when torn by the event loop; None when it kept failing."""
     for _ in range(5):
         try:
             return read()
         except RuntimeError:  # a dict or deque changed size while being read on the event loop
             continue
-    return default
+    return None
 
 
 class PickerDebug:
@@ -48,9 +49,9 @@ class PickerDebug:
         scheduler = server.scheduler
         datastore = server.datastore
         now = time.monotonic()
-        endpoints = _retry(datastore.all, [])
-        ready = {ep.address for ep in _retry(lambda: datastore.ready(now), [])}
-        last_scores = _retry(scheduler.decisions.last_scores, {})
+        endpoints = _retry(datastore.all) or []
+        ready = {ep.address for ep in (_retry(lambda: datastore.ready(now)) or [])}
+        last_scores = _retry(scheduler.decisions.last_scores) or {}
         saturation = scheduler.saturation
         rows = []
         for ep in endpoints:
@@ -90,9 +91,9 @@ class PickerDebug:
         flow = self.server.flow
         if flow is None:
             return {"enabled": False, "queued": 0, "bands": []}
-        sizes = _retry(flow.queue_sizes, {})
+        sizes = _retry(flow.queue_sizes) or {}
         bands: dict[int, dict[str, Any]] = {}
-        for band in _retry(lambda: list(flow.bands.values()), []):
+        for band in _retry(lambda: list(flow.bands.values())) or []:
             bands[band.priority] = {"priority": band.priority, "requests": band.count, "bytes": band.bytes,
                                     "max_requests": band.config.max_requests, "max_bytes": band.config.max_bytes,
                                     "flows": []}
@@ -125,7 +126,7 @@ class PickerDebug:
             "time": time.time(),
             "total": log.total,
             "scorers": [{"name": name, "weight": weight} for name, weight in log.scorers],
-            "decisions": _retry(lambda: log.to_json(limit), []),
+            "decisions": _retry(lambda: log.to_json(limit)) or [],
         }
 
     def wsgi(self, fallback: WsgiApp) -> WsgiApp:
