@@ -137,6 +137,8 @@ def test_the_console_shows_the_live_platform(platform: Platform) -> None:
                     "() => document.querySelectorAll('#chart-load path.series').length === 2 &&"
                     " document.querySelectorAll('#chart-traffic path.series').length >= 1", timeout=60_000)
                 page.wait_for_selector(f'#batches tr[data-batch="{batch_id}"]', timeout=60_000)
+                page.wait_for_function(  # Envoy's counters: requests sent to the pool per second
+                    "() => Number(document.querySelector('#stat-rps').textContent) > 0", timeout=60_000)
                 page.wait_for_function(  # requests held by flow control, per band and tenant
                     "() => [...document.querySelectorAll('#queues .band[data-priority=\"10\"] .flow')]"
                     ".some(f => f.textContent.startsWith('tenant-') && Number(f.querySelector('.text').textContent) > 0)",

@@ -24,14 +24,15 @@ def test_samples_hold_per_endpoint_load_and_the_history_is_bounded() -> None:
     history = History(size=3)
     rates = Rates()
     for i in range(5):
-        history.add(sample(float(i), state, {"downstream_rq_total": 10 * i, "downstream_rq_5xx": i},
-                           rates, decisions_total=5 * i))
+        gateway = {"downstream_rq_total": 10 * i, "downstream_rq_5xx": i,
+                   "cluster.inference_pool.upstream_rq_total": 6 * i}
+        history.add(sample(float(i), state, gateway, rates, decisions_total=5 * i))
     assert len(history) == 3 and [s["t"] for s in history.since()] == [2.0, 3.0, 4.0]
     assert [s["t"] for s in history.since(3.0)] == [4.0]
     last = history.last()
     assert last is not None
     assert last["endpoints"]["10.0.0.1:8000"] == {"running": 2, "waiting": 1, "kv": 0.3, "in_flight": 3}
     assert (last["saturation"], last["queued"]) == (0.4, 3)
-    assert (last["rps"], last["errors_ps"], last["decisions_ps"]) == (10.0, 1.0, 5.0)
+    assert (last["rps"], last["gateway_rps"], last["errors_ps"], last["decisions_ps"]) == (6.0, 10.0, 1.0, 5.0)
     empty = sample(9.0, None, None, Rates(), None)
     assert empty["endpoints"] == {} and empty["rps"] is None and empty["saturation"] is None

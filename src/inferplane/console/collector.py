@@ -81,6 +81,7 @@ class Collector:
             "gateway": {
                 "counters": _data(readings.get("gateway")) or {},
                 "rps": point.get("rps"),
+                "gateway_rps": point.get("gateway_rps"),
                 "errors_ps": point.get("errors_ps"),
                 "decisions_ps": point.get("decisions_ps"),
             },

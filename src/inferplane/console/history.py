@@ -36,7 +36,11 @@ class Rates:
 
 def sample(now: float, state: dict[str, Any] | None, gateway: dict[str, float] | None, rates: Rates,
            decisions_total: float | None) -> dict[str, Any]:
-    """One point of every chart: per-endpoint load and KV use, saturation, queued, request and error rates."""
+    """One point of every chart: per-endpoint load and KV use, saturation, queued, request and error rates.
+
+    ``rps``: requests Envoy sent to the pool (inference); ``gateway_rps`` and ``errors_ps`` (4xx + 5xx):
+    every route of the listener (files, batches, the console itself).
+    """
     endpoints: dict[str, dict[str, float | None]] = {}
     for row in (state or {}).get("endpoints", []):
         endpoints[row["address"]] = {
@@ -50,12 +54,15 @@ def sample(now: float, state: dict[str, Any] | None, gateway: dict[str, float] |
     errors = None
     if total is not None:
         errors = float(gateway.get("downstream_rq_5xx", 0)) + float(gateway.get("downstream_rq_4xx", 0))
+    to_pool = [v for k, v in gateway.items() if k.endswith(".upstream_rq_total")]
+    inference = float(sum(to_pool)) if to_pool else None
     return {
         "t": now,
         "endpoints": endpoints,
         "saturation": (state or {}).get("saturation"),
         "queued": ((state or {}).get("flow_control") or {}).get("queued"),
-        "rps": rates.rate("requests", total, now),
+        "rps": rates.rate("inference", inference, now),
+        "gateway_rps": rates.rate("requests", total, now),
         "errors_ps": rates.rate("errors", errors, now),
         "decisions_ps": rates.rate("decisions", decisions_total, now),
     }

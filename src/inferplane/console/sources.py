@@ -13,8 +13,10 @@ import httpx
 
 from inferplane.console.config import ConsoleConfig
 
-#: Envoy counters and gauges of the OpenAI listener (``stat_prefix: inference_gateway``).
-GATEWAY_STATS = r"^http\.inference_gateway\.downstream_rq_(total|active|[2345]xx)$"
+#: Envoy's listener counters (``stat_prefix: inference_gateway``: every route, the console's own
+#: polls included) and the requests sent to the pool's clusters (inference only).
+GATEWAY_STATS = (r"^(http\.inference_gateway\.downstream_rq_(total|active|[2345]xx)"
+                 r"|cluster\.(inference_pool|original_destination_cluster)\.upstream_rq_total)$")
 
 
 @dataclass(slots=True)
@@ -66,7 +68,8 @@ class Sources:
         return reading
 
     async def gateway(self) -> Reading:
-        """Envoy's listener counters as ``{name: value}`` (``downstream_rq_total``, ``downstream_rq_5xx``…)."""
+        """Envoy's counters as ``{name: value}``: ``downstream_rq_total``, ``downstream_rq_5xx``… of the listener,
+        ``cluster.inference_pool.upstream_rq_total`` of the pool."""
         if self.config.envoy_admin_url is None:
             return Reading(error="no Envoy admin configured")
         reading = await self._json(f"{self.config.envoy_admin_url}/stats",

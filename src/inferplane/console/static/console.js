@@ -92,6 +92,7 @@
     setText("stat-ready", state.endpoints ? `${ready} / ${endpoints.length}` : "–");
     const gw = snap.gateway || {};
     setText("stat-rps", num(gw.rps, 1));
+    setText("stat-rps-all", isNum(gw.gateway_rps) ? `${num(gw.gateway_rps, 1)} / s on all routes` : "");
     setText("stat-decisions", isNum(state.decisions_total) ? num(state.decisions_total, 0) : "–");
     setText("stat-decisions-rate", isNum(gw.decisions_ps) ? `${num(gw.decisions_ps, 1)} / s` : "");
     const sum = (key) => endpoints.reduce((acc, e) => acc + (isNum(e[key]) ? e[key] : 0), 0);
@@ -246,7 +247,7 @@
     lineChart(byId("chart-kv"), per("kv"), { label: "KV-cache use", yMax: 1, format: (v) => pct(v) });
     const rate = (v) => num(v, 1);
     lineChart(byId("chart-traffic"), [
-      { name: "gateway req/s", color: "#3b6fe0", points: history.map((s) => [s.t, s.rps]), format: rate },
+      { name: "inference req/s", color: "#3b6fe0", points: history.map((s) => [s.t, s.rps]), format: rate },
       { name: "routed/s", color: "#1f9d63", points: history.map((s) => [s.t, s.decisions_ps]), dash: "4 3", format: rate },
       { name: "errors/s", color: "#d64545", points: history.map((s) => [s.t, s.errors_ps]), format: rate },
     ], { label: "traffic", format: count, yMin: 1 });
@@ -278,9 +279,10 @@
         el("div", { class: "band-head" },
           el("strong", { text: `priority ${band.priority}${band.priority < 0 ? " (sheddable)" : ""}` }),
           el("span", { class: "muted", text: `${band.requests} queued${band.max_requests ? ` of ${band.max_requests}` : ""}` })),
-        ...(band.flows.length ? band.flows : [{ fairness_id: "–", requests: 0 }]).map((f) =>
-          el("div", { class: "flow" }, el("span", { class: "mono", text: f.fairness_id }),
-            bar(f.requests / longest, f.requests ? "warn" : "", num(f.requests, 0)))));
+        ...(band.flows.length
+          ? band.flows.map((f) => el("div", { class: "flow" }, el("span", { class: "mono", text: f.fairness_id }),
+            bar(f.requests / longest, f.requests ? "warn" : "", num(f.requests, 0))))
+          : [el("div", { class: "note", text: "empty: every request of this band has been dispatched" })]));
     }));
   }
 
