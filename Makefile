@@ -14,7 +14,8 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Real Redis, PostgreSQL and Prometheus servers for the tests (Debian packages; the tests start their own instances).
+# Real Redis, PostgreSQL and Prometheus servers for the tests (Debian packages; the tests start their own
+# instances), and Chromium for the console's browser test (driven by Playwright; nothing is downloaded at test time).
 system-deps:
 	@if command -v redis-server >/dev/null && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then :; \
 	else SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
@@ -23,6 +24,9 @@ system-deps:
 	else SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus \
 	  && { $$SUDO systemctl disable --now prometheus >/dev/null 2>&1 || true; }; fi
+	@if command -v chromium >/dev/null; then :; \
+	else SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; fi
 
 up: $(STAMP)
 	$(BIN)/inferplane up $(ARGS)

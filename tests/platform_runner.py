@@ -73,7 +73,7 @@ class Platform:
     @property
     def all_ports(self) -> list[int]:
         p = self.ports
-        return [*p["servers"], p["gateway"], p["admin"], p["grpc"], p["health"], p["metrics"], p["batch"]]
+        return [*p["servers"], p["gateway"], p["admin"], p["grpc"], p["health"], p["metrics"], p["batch"], p["console"]]
 
     def stop(self, timeout_s: float = 30.0) -> int:
         if self.process.poll() is None:
@@ -82,8 +82,8 @@ class Platform:
 
 
 def start_platform(tmp: Path, replicas: int = 2, server: dict | None = None, gateway: dict | None = None,
-                   picker: dict | None = None, batch: dict | None = None, timeout_s: float = 300.0,
-                   observe: dict | None = None) -> Platform:
+                   picker: dict | None = None, batch: dict | None = None, console: dict | None = None,
+                   timeout_s: float = 300.0, observe: dict | None = None) -> Platform:
     base = free_port_range(replicas)
     ports = {
         "servers": [base + i for i in range(replicas)],
@@ -93,6 +93,7 @@ def start_platform(tmp: Path, replicas: int = 2, server: dict | None = None, gat
         "health": free_port(),
         "metrics": free_port(),
         "batch": free_port(),
+        "console": free_port(),
     }
     config = {
         "replicas": replicas,
@@ -100,6 +101,7 @@ def start_platform(tmp: Path, replicas: int = 2, server: dict | None = None, gat
         "picker": {"grpc_port": ports["grpc"], "health_port": ports["health"], "metrics_port": ports["metrics"], **(picker or {})},
         "gateway": {"port": ports["gateway"], "admin_port": ports["admin"], **(gateway or {})},
         "batch": {"port": ports["batch"], **(batch or {})},
+        "console": {"port": ports["console"], **(console or {})},
     }
     if observe is not None:
         config["observe"] = observe

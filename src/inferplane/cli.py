@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "inferplane.rollout.cli",
     "inferplane.deploy.cli",
     "inferplane.jobs.cli",
+    "inferplane.console.cli",
     "inferplane.oip.cli",
     "inferplane.sim.cluster.cli",
 )

@@ -24,6 +24,7 @@ SECTIONS = (
     ("`picker` (inferplane picker)", "inferplane.picker.config:PickerConfig"),
     ("`gateway` (inferplane gateway)", "inferplane.gateway.config:GatewayConfig"),
     ("`batch` (inferplane batch serve)", "inferplane.jobs.config:BatchConfig"),
+    ("`console` (inferplane console)", "inferplane.console.config:ConsoleConfig"),
     ("`oip` (inferplane serve-models)", "inferplane.oip.config:OipConfig"),
 )
 

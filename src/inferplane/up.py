@@ -48,6 +48,8 @@ class PlatformConfig(BaseModel):
     batch: dict[str, Any] = Field(default_factory=dict, description="the `batch` section (inferplane batch serve)")
     observe: ObserveConfig = Field(default_factory=ObserveConfig,
                                    description="Prometheus, JSON logs and tracing (see docs/observability.md)")
+    console: dict[str, Any] = Field(
+        default_factory=dict, description="the `console` section (inferplane console; `enabled: false` skips it)")
 
 
 class Plan(BaseModel):
@@ -58,6 +60,7 @@ class Plan(BaseModel):
     gateway: GatewayConfig
     batch: Any | None = None
     observe: ObserveConfig = ObserveConfig()
+    console: Any | None = None
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -133,12 +136,32 @@ def plan(config: PlatformConfig, run_dir: Path, source: str = "configuration") -
         batch = validate_model(BatchConfig, batch_raw, f"{source} (section 'batch')")
         gateway_raw.setdefault("batch_api_address", f"{_connect_host(batch.host)}:{batch.port}")
     gateway = validate_model(GatewayConfig, gateway_raw, f"{source} (section 'gateway')")
+    console = _console_plan(config, picker, batch, gateway, source)
+    if console is not None and gateway.console_address is None:  # reachable through the gateway at /console
+        gateway_raw["console_address"] = f"{_connect_host(console.host)}:{console.port}"
+        gateway = validate_model(GatewayConfig, gateway_raw, f"{source} (section 'gateway')")
     if batch is not None:
         batch.dispatch.gateway_url = f"http://{_connect_host(gateway.host)}:{gateway.port}"
         batch.dispatch.pool_metrics_url = batch.dispatch.pool_metrics_url or (
             f"http://{_connect_host(picker.host)}:{picker.metrics_port}/metrics"
         )
-    return Plan(servers=servers, picker=picker, gateway=gateway, batch=batch, observe=config.observe)
+    return Plan(servers=servers, picker=picker, gateway=gateway, batch=batch, observe=config.observe, console=console)
+
+
+def _console_plan(config: PlatformConfig, picker: Any, batch: Any, gateway: GatewayConfig, source: str) -> Any:
+    """The console's configuration, reading this platform's picker, Batch API and Envoy; None when disabled."""
+    from inferplane.console.config import ConsoleConfig
+
+    where = f"{source} (section 'console')"
+    if not validate_model(ConsoleConfig, config.console, where).enabled:
+        return None
+    raw = {
+        "picker_url": f"http://{_connect_host(picker.host)}:{picker.metrics_port}",
+        "batch_url": f"http://{_connect_host(batch.host)}:{batch.port}" if batch is not None else None,
+        "envoy_admin_url": f"http://{_connect_host(gateway.admin_host)}:{gateway.admin_port}",
+        **config.console,
+    }
+    return validate_model(ConsoleConfig, raw, where)
 
 
 def _connect_host(bind_host: str) -> str:
@@ -158,6 +181,8 @@ def _check_ports_free(plan: Plan) -> None:
         wanted.append(("batch API", plan.batch.host, plan.batch.port))
     if plan.observe.prometheus.enabled:
         wanted.append(("prometheus", plan.observe.prometheus.host, plan.observe.prometheus.port))
+    if plan.console is not None:
+        wanted.append(("console", plan.console.host, plan.console.port))
     for what, host, port in wanted:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -217,6 +242,10 @@ async def run_platform(plan: Plan, run_dir: Path, ready_timeout_s: float, ready_
         prometheus = None
         if plan.observe.prometheus.enabled:
             prometheus = await supervisor.start("prometheus", observe_prometheus.command(plan, run_dir))
+        console = None
+        if plan.console is not None:
+            console_path = _write_section(run_dir, "console", "console", plan.console)
+            console = await supervisor.start("console", python_module_command("inferplane", "console", "--config", str(console_path)))
         supervisor.say(f"generated configuration in {run_dir}")
 
         async def ready(what: str, check, child) -> None:
@@ -236,6 +265,9 @@ async def run_platform(plan: Plan, run_dir: Path, ready_timeout_s: float, ready_
         if prometheus is not None:
             prometheus_ready = f"{observe_prometheus.base_url(plan.observe.prometheus)}/-/ready"
             waits.append(ready("prometheus", lambda: _http_ok(prometheus_ready), prometheus))
+        if console is not None:
+            console_root = f"http://{_connect_host(plan.console.host)}:{plan.console.port}/console"
+            waits.append(ready("console", lambda: _http_ok(f"{console_root}/health"), console))
         startup = asyncio.ensure_future(asyncio.gather(*waits))
         stopped = asyncio.ensure_future(stop.wait())
         await asyncio.wait({startup, stopped}, return_when=asyncio.FIRST_COMPLETED)
@@ -252,9 +284,13 @@ async def run_platform(plan: Plan, run_dir: Path, ready_timeout_s: float, ready_
             return 1
         parts = f"{len(plan.servers)} model server(s), picker, envoy" + (", batch API" if batch else "")
         parts += ", prometheus" if prometheus else ""
+        parts += ", console" if console else ""
         supervisor.say(f"ready in {time.monotonic() - started:.1f}s: {parts}")
         if prometheus is not None:
             supervisor.say(f"Prometheus: {observe_prometheus.base_url(plan.observe.prometheus)}")
+        if console is not None:
+            via = f" (also {base_url.removesuffix('/v1')}/console/)" if gateway.console_address else ""
+            supervisor.say(f"console: {console_root}/{via}")
         supervisor.say(f"OpenAI base URL: {base_url}")
         supervisor.say("press Ctrl-C to stop")
         if ready_event:

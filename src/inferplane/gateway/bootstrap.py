@@ -22,6 +22,8 @@ ORIGINAL_DST_CLUSTER = "original_destination_cluster"
 POOL_CLUSTER = "inference_pool"
 BATCH_API_CLUSTER = "batch_api"
 BATCH_API_PREFIXES = ("/v1/files", "/v1/batches")
+CONSOLE_CLUSTER = "console"
+CONSOLE_PREFIX = "/console"
 
 _HIGH_LIMITS = {
     "thresholds": [
@@ -124,7 +126,7 @@ def _routes(config: GatewayConfig) -> list[dict[str, Any]]:
                 }
             ],
         }
-    return [*_batch_api_routes(config), picked, unpicked]
+    return [*_batch_api_routes(config), *_console_routes(config), picked, unpicked]
 
 
 def _batch_api_routes(config: GatewayConfig) -> list[dict[str, Any]]:
@@ -145,6 +147,25 @@ def _batch_api_routes(config: GatewayConfig) -> list[dict[str, Any]]:
             "typed_per_filter_config": skip_picker,
         }
         for prefix in BATCH_API_PREFIXES
+    ]
+
+
+def _console_routes(config: GatewayConfig) -> list[dict[str, Any]]:
+    """The web console (page and JSON API) under /console, skipping the picker."""
+    if not config.console_address:
+        return []
+    return [
+        {
+            "name": "console",
+            "match": {"path_separated_prefix": CONSOLE_PREFIX},
+            "route": {"cluster": CONSOLE_CLUSTER, "timeout": "30s"},
+            "typed_per_filter_config": {
+                "envoy.filters.http.ext_proc": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute",
+                    "disabled": True,
+                }
+            },
+        }
     ]
 
 
@@ -286,6 +307,15 @@ def _clusters(config: GatewayConfig) -> list[dict[str, Any]]:
                 "type": "STATIC",
                 "connect_timeout": _duration(config.connect_timeout_s),
                 "load_assignment": _load_assignment(BATCH_API_CLUSTER, [config.batch_api_address]),
+            }
+        )
+    if config.console_address:
+        clusters.append(
+            {
+                "name": CONSOLE_CLUSTER,
+                "type": "STATIC",
+                "connect_timeout": _duration(config.connect_timeout_s),
+                "load_assignment": _load_assignment(CONSOLE_CLUSTER, [config.console_address]),
             }
         )
     return clusters

@@ -45,6 +45,8 @@ class GatewayConfig(BaseModel):
         default=None,
         description="host:port of the Batch API server; /v1/files and /v1/batches go there, skipping the picker",
     )
+    console_address: str | None = Field(
+        default=None, description="host:port of the web console; /console goes there, skipping the picker")
     num_retries: int = Field(
         default=0, ge=0, le=10,
         description=(
@@ -76,7 +78,7 @@ class GatewayConfig(BaseModel):
     )
     access_log: bool = Field(default=False, description="JSON access log on Envoy's stdout")
 
-    @field_validator("picker_address", "pool_endpoints", "batch_api_address")
+    @field_validator("picker_address", "pool_endpoints", "batch_api_address", "console_address")
     @classmethod
     def _check_addresses(cls, value: str | list[str] | None) -> str | list[str] | None:
         for address in [value] if isinstance(value, str) else value or []:

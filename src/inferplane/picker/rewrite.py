@@ -125,6 +125,10 @@ class ModelRewrites:
     def __bool__(self) -> bool:
         return bool(self._exact) or self._catch_all is not None
 
+    def sources(self) -> dict[str, list[ModelRewrite]]:
+        """The rewrites in force per source (a copy, for read-only views such as the console)."""
+        return {source: list(rewrites) for source, rewrites in list(self._sources.items())}
+
     def choose(self, model: str) -> tuple[str, str] | None:
         """``(rewrite name, target model)`` for a request naming ``model``, or ``None`` when no rule takes it."""
         choice = self._exact.get(model) or self._catch_all

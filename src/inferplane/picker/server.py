@@ -14,6 +14,7 @@ from prometheus_client import start_http_server
 from inferplane.observe.logs import setup_logging
 from inferplane.observe.tracing import setup_tracing
 from inferplane.picker.config import PickerConfig
+from inferplane.picker.debug import PickerDebug
 from inferplane.picker.discovery import EndpointSource
 from inferplane.picker.endpoints import Datastore
 from inferplane.picker.extproc import ExtProcService, add_to_server
@@ -131,6 +132,8 @@ class PickerServer:
         except OSError as exc:
             raise OSError(f"metrics_port {config.metrics_port} on {config.host}: {exc}") from None
         self.metrics_port = self._metrics_http.server_port
+        # /debug/state and /debug/decisions (read-only JSON for the console) beside /metrics
+        self._metrics_http.set_app(PickerDebug(self).wsgi(self._metrics_http.get_app()))
 
         await self._grpc.start()
         await self._health_grpc.start()

@@ -10,6 +10,7 @@ from inferplane.picker.endpoints import Datastore, Endpoint
 from inferplane.picker.errors import NoReadyEndpoint, Saturated
 from inferplane.picker.metrics import PickerMetrics
 from inferplane.picker.request import InferenceRequest
+from inferplane.picker.scheduling.decisions import DecisionLog
 from inferplane.picker.scheduling.plugin import (
     CycleContext,
     Filter,
@@ -44,6 +45,8 @@ class Scheduler:
         self.metrics = metrics
         self._cycles = 0
         self._saturation_cache: tuple[int, float, float] = (-1, 0.0, 0.0)
+        #: The last decisions, for ``/debug/decisions`` and the console.
+        self.decisions = DecisionLog([(scorer.name, weight) for scorer, weight in self.scorers], picker.name)
         # label children resolved once: the hot path only calls observe()
         self._observers = (
             {
@@ -110,11 +113,13 @@ class Scheduler:
         endpoints = self.candidates(now, subset)
         if not endpoints:
             if subset is not None:
-                raise NoReadyEndpoint("none of the endpoints in the proxy's subset hint is ready")
-            raise NoReadyEndpoint("no ready endpoint in the inference pool")
+                raise self._rejected(request, endpoints,
+                                     NoReadyEndpoint("none of the endpoints in the proxy's subset hint is ready"))
+            raise self._rejected(request, endpoints, NoReadyEndpoint("no ready endpoint in the inference pool"))
         endpoints = serving(endpoints, request.model)
         if admission and request.sheddable and self.saturation.is_saturated(endpoints, now, staleness):
-            raise Saturated("the inference pool is saturated and the request is sheddable")
+            raise self._rejected(request, endpoints,
+                                 Saturated("the inference pool is saturated and the request is sheddable"))
         ctx = CycleContext(request, now, staleness)
         # plugin timings on one request in 16: the histograms stay representative at a 16th of the cost
         self._cycles += 1
@@ -125,14 +130,16 @@ class Scheduler:
             if observers:
                 observers[id(f)].observe(time.perf_counter() - t)
             if not endpoints:
-                raise NoReadyEndpoint(f"filter {f.name!r} left no endpoint")
+                raise self._rejected(request, endpoints, NoReadyEndpoint(f"filter {f.name!r} left no endpoint"))
         totals = [0.0] * len(endpoints)
+        per_scorer: list[list[float]] = []
         for scorer, weight in self.scorers:
             t = time.perf_counter()
             scores = scorer.score(ctx, endpoints)
             if observers:
                 observers[id(scorer)].observe(time.perf_counter() - t)
             totals = [total + weight * score for total, score in zip(totals, scores)]
+            per_scorer.append(scores)
         t = time.perf_counter()
         picked = self.picker.pick(endpoints, totals, self.count)
         if observers:
@@ -140,9 +147,15 @@ class Scheduler:
         picked[0].routed_since_scrape += 1
         for scorer, _ in self.scorers:
             scorer.on_picked(ctx, picked[0])
+        self.decisions.picked(request, endpoints, per_scorer, totals, picked)
         if self.metrics:
             self.metrics.scheduler_e2e.observe(time.perf_counter() - started)
         return picked
+
+    def _rejected(self, request: InferenceRequest, candidates: list[Endpoint], error: Exception) -> Exception:
+        """Record a refused request in the decision log; returns ``error`` for the caller to raise."""
+        self.decisions.rejected(request, candidates, str(error))
+        return error
 
 
 def serving(endpoints: list[Endpoint], model: str) -> list[Endpoint]:
