@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "inferplane.jobs.cli",
     "inferplane.oip.cli",
     "inferplane.sim.cluster.cli",
+    "inferplane.auth.cli",
 )
 
 
