@@ -25,6 +25,7 @@ SECTIONS = (
     ("`gateway` (inferplane gateway)", "inferplane.gateway.config:GatewayConfig"),
     ("`batch` (inferplane batch serve)", "inferplane.jobs.config:BatchConfig"),
     ("`oip` (inferplane serve-models)", "inferplane.oip.config:OipConfig"),
+    ("`auth` (inferplane auth; API keys at the gateway)", "inferplane.auth.config:AuthConfig"),
 )
 
 
