@@ -81,7 +81,8 @@ class Platform:
 
 
 def start_platform(tmp: Path, replicas: int = 2, server: dict | None = None, gateway: dict | None = None,
-                   picker: dict | None = None, batch: dict | None = None, timeout_s: float = 300.0) -> Platform:
+                   picker: dict | None = None, batch: dict | None = None, timeout_s: float = 300.0,
+                   auth: dict | None = None) -> Platform:
     base = free_port_range(replicas)
     ports = {
         "servers": [base + i for i in range(replicas)],
@@ -91,6 +92,7 @@ def start_platform(tmp: Path, replicas: int = 2, server: dict | None = None, gat
         "health": free_port(),
         "metrics": free_port(),
         "batch": free_port(),
+        "auth": free_port(),
     }
     config = {
         "replicas": replicas,
@@ -98,6 +100,7 @@ def start_platform(tmp: Path, replicas: int = 2, server: dict | None = None, gat
         "picker": {"grpc_port": ports["grpc"], "health_port": ports["health"], "metrics_port": ports["metrics"], **(picker or {})},
         "gateway": {"port": ports["gateway"], "admin_port": ports["admin"], **(gateway or {})},
         "batch": {"port": ports["batch"], **(batch or {})},
+        **({"auth": {"port": ports["auth"], **auth}} if auth is not None else {}),
     }
     config_path = tmp / "inferplane.yaml"
     config_path.write_text(yaml.safe_dump(config))

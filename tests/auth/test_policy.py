@@ -68,3 +68,11 @@ def test_check_response_carries_status_headers_and_body(tmp_path: Path) -> None:
     assert json.loads(denied.denied_response.body)["error"]["code"] == "model_not_allowed"
     ok = check_response(policy.decide({"authorization": f"Bearer {acme}"}, chat("m1")))
     assert ok.status.code == 0 and {h.header.value for h in ok.ok_response.headers} == {"acme"}
+
+
+def test_hostile_bodies_are_decided_without_errors(tmp_path: Path) -> None:
+    policy, acme, _ = make_policy(tmp_path)
+    headers = {"authorization": f"Bearer {acme}"}
+    deep = b'{"model": "m1", "messages": ' + b"[" * 900 + b"]" * 900 + b"}"
+    for body in (deep, b"\xff\xfe", b"[1,2]", b'{"model": 5}', b'{"model": "m1", "max_tokens": 1e400}', b"null"):
+        assert isinstance(policy.decide(headers, body), (Allowed, Denial))

@@ -53,15 +53,11 @@ def body_model(body: bytes) -> tuple[str | None, dict[str, Any] | None]:
     return (model if isinstance(model, str) and model else None), parsed
 
 
-def estimate_tokens(body: dict[str, Any], default_max_tokens: int, chars_per_token: float) -> int:
-    """Prompt characters / chars_per_token plus the output tokens the request may produce."""
-    text_chars = 0
-    for name in ("messages", "prompt", "input"):
-        if name in body:
-            text_chars += len(orjson.dumps(body[name]))
+def estimate_tokens(body: dict[str, Any], body_size: int, default_max_tokens: int, chars_per_token: float) -> int:
+    """Body bytes / chars_per_token (the prompt, generously) plus the output tokens the request may produce."""
     limit = body.get("max_completion_tokens", body.get("max_tokens"))
     output = limit if isinstance(limit, int) and not isinstance(limit, bool) and limit >= 0 else default_max_tokens
-    return math.ceil(text_chars / chars_per_token) + output
+    return math.ceil(body_size / chars_per_token) + output
 
 
 class Policy:
@@ -92,7 +88,7 @@ class Policy:
             return errors.bad_key()
         if model is not None and not record.allows(model):
             return errors.model_not_allowed(model)
-        tokens = estimate_tokens(parsed, self.default_max_tokens, self.chars_per_token) if model and parsed else 0
+        tokens = estimate_tokens(parsed, len(body), self.default_max_tokens, self.chars_per_token) if model and parsed else 0
         limited = self.limiter.check(record.tenant, record.rpm, record.tpm, tokens)
         if limited is not None:
             return errors.rate_limited(*limited)

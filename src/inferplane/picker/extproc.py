@@ -42,6 +42,7 @@ from inferplane.picker.objectives import Objectives, ObjectiveSpec
 from inferplane.picker.request import (
     REQUEST_ID,
     InferenceRequest,
+    body_bytes,
     from_headers,
     parse_body,
 )
@@ -239,7 +240,7 @@ class RequestStream:
         if service.rewrites and not request.body_changed:  # the rewrite header, when sent, wins
             service.rewrites.apply(request)
         if request.body_changed:
-            raw = orjson.dumps(request.body)
+            raw = body_bytes(request)
         self.body, self.end_of_stream = raw, end_of_stream
         service.on_admitting(self)
         if service.flow is None:
