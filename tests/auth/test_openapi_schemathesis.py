@@ -1,0 +1,62 @@
+"""schemathesis against docs/openapi.yaml on a real platform (TLS, API keys, simulator replicas).
+
+Bounded: a few generated examples per operation. Every answer must be a non-5xx with a documented
+status, and every error must carry the documented OpenAI error body.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import requests
+import schemathesis
+from conftest import SecurePlatform
+from hypothesis import HealthCheck, settings
+from schemathesis.checks import not_a_server_error, status_code_conformance
+
+pytestmark = pytest.mark.integration
+SPEC = Path(__file__).resolve().parents[2] / "docs" / "openapi.yaml"
+
+
+@pytest.fixture(scope="session")
+def public_api() -> schemathesis.BaseSchema:
+    return schemathesis.openapi.from_path(SPEC)
+
+
+@pytest.fixture(scope="session")
+def tls_session(secure_platform: SecurePlatform) -> requests.Session:
+    session = requests.Session()
+    session.verify = str(secure_platform.ca_file)
+    yield session
+    session.close()
+
+
+@schemathesis.check
+def openai_error_format(ctx, response, case) -> bool | None:
+    """Every 4xx/5xx body is ``{"error": {"message": str, "type": str, "param", "code"}}``."""
+    if response.status_code < 400:
+        return None
+    try:
+        error = json.loads(response.content)["error"]
+    except (ValueError, KeyError, TypeError):
+        raise AssertionError(f"{response.status_code} without an OpenAI error body: {response.content[:200]!r}") from None
+    assert set(error) == {"message", "type", "param", "code"}, error
+    assert isinstance(error["message"], str) and error["message"] and isinstance(error["type"], str), error
+    assert error["param"] is None or isinstance(error["param"], str), error
+    return True
+
+
+schema = schemathesis.pytest.from_fixture("public_api")
+
+
+@schema.parametrize()
+@settings(max_examples=12, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.function_scoped_fixture])
+def test_public_api_conforms(case, secure_platform: SecurePlatform, tls_session: requests.Session) -> None:
+    origin = secure_platform.base_url.removesuffix("/v1")
+    headers = {"authorization": f"Bearer {secure_platform.keys['fuzz']}"}
+    response = case.call(base_url=origin, session=tls_session, headers=headers, timeout=60)
+    case.validate_response(response, checks=[not_a_server_error, status_code_conformance, openai_error_format],
+                           headers=headers)
