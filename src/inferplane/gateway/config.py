@@ -93,7 +93,9 @@ class GatewayConfig(BaseModel):
         default="warning", description="Envoy log level"
     )
     access_log: bool = Field(default=False, description="JSON access log on Envoy's stdout")
-    tls: TLSConfig | None = Field(default=None, description="terminate TLS on the listener (HTTPS only)")
+    tls: TLSConfig | None = Field(
+        default=None, description="terminate TLS on the listener (HTTPS only): {cert_file, key_file}, PEM file paths"
+    )
     auth_address: str | None = Field(
         default=None,
         description="host:port of the ext_authz service (API keys); set by `inferplane up` when auth.keys_file is set",
