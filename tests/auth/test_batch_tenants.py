@@ -64,3 +64,13 @@ def test_an_older_database_gains_the_tenant_columns(tmp_path: Path) -> None:
     config = BatchConfig(database=f"sqlite:///{db}", files_url=str(tmp_path / "files"), worker=False)
     with TestClient(build_server_app(config)) as client:
         assert [f["id"] for f in client.get("/v1/files").json()["data"]] == ["file-old"]
+
+
+def test_unknown_paths_and_methods_answer_in_openai_format(tmp_path: Path) -> None:
+    config = BatchConfig(database=f"sqlite:///{tmp_path / 'b.db'}", files_url=str(tmp_path / "files"), worker=False)
+    with TestClient(build_server_app(config)) as client:
+        for method, path, status in (("GET", "/v1/files/", 404), ("GET", "/v1/files/a/b/content", 404),
+                                     ("PUT", "/v1/batches", 405), ("GET", "/v1/nothing", 404)):
+            reply = client.request(method, path, follow_redirects=False)
+            assert reply.status_code == status, (method, path, reply.status_code)
+            assert set(reply.json()["error"]) == {"message", "type", "param", "code"}
