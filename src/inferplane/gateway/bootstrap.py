@@ -113,15 +113,22 @@ def _auth_filters(config: GatewayConfig) -> list[dict[str, Any]]:
     ]
 
 
-def _json_error(status: int, message: str, type_: str, code: str) -> dict[str, Any]:
+def _json_error(message: str, type_: str, code: str) -> dict[str, Any]:
     return {"error": {"message": message, "type": type_, "param": None, "code": code}}
 
 
+#: Envoy response flags of upstream failures (connect failure, reset, timeout, overflow, no healthy host...).
+_UPSTREAM_FAILURE_FLAGS = ["UF", "UH", "UO", "URX", "UT", "UC", "UPE", "NC", "UMSDR"]
+
+
 def _local_reply_config() -> dict[str, Any]:
-    """Envoy's own refusals in OpenAI error JSON: a body over the limit, the auth service unreachable."""
-    too_large = _json_error(413, "request body is too large", "invalid_request_error", "request_too_large")
-    auth_down = _json_error(503, "the authorization service is unavailable", "service_unavailable",
+    """Envoy's own replies in OpenAI error JSON (the picker and auth service write theirs already)."""
+    too_large = _json_error("request body is too large", "invalid_request_error", "request_too_large")
+    auth_down = _json_error("the authorization service is unavailable", "service_unavailable",
                             "service_unavailable")
+    malformed = _json_error("the HTTP request could not be processed (%RESPONSE_CODE_DETAILS%)",
+                            "invalid_request_error", "%RESPONSE_CODE%")
+    upstream = _json_error("upstream error: %LOCAL_REPLY_BODY%", "service_unavailable", "%RESPONSE_CODE%")
     return {
         "mappers": [
             {
@@ -136,6 +143,16 @@ def _local_reply_config() -> dict[str, Any]:
                     {"response_flag_filter": {"flags": ["UAEX"]}},
                 ]}},
                 "body_format_override": {"json_format": auth_down},
+            },
+            {
+                # A request Envoy cannot parse (a protocol error): its own 4xx, with an empty body otherwise.
+                "filter": {"response_flag_filter": {"flags": ["DPE"]}},
+                "body_format_override": {"json_format": malformed},
+            },
+            {
+                # A model server or the Batch API failed before answering: Envoy's own 5xx text, as JSON.
+                "filter": {"response_flag_filter": {"flags": _UPSTREAM_FAILURE_FLAGS}},
+                "body_format_override": {"json_format": upstream},
             },
         ]
     }
@@ -177,7 +194,38 @@ def _routes(config: GatewayConfig) -> list[dict[str, Any]]:
                 }
             ],
         }
-    return [*_batch_api_routes(config), picked, unpicked]
+    return [_unknown_method_route(), *_batch_api_routes(config), picked, unpicked]
+
+
+#: Methods the public API uses; others (e.g. QUERY, which the model servers' HTTP parser rejects with
+#: an empty 400) get a 405 in OpenAI error JSON at the gateway.
+KNOWN_METHODS = ("GET", "POST", "DELETE", "HEAD", "OPTIONS", "PUT", "PATCH")
+
+
+def _unknown_method_route() -> dict[str, Any]:
+    return {
+        "name": "unknown-method",
+        "match": {
+            "prefix": "/",
+            "headers": [{"name": ":method", "invert_match": True,
+                         "string_match": {"safe_regex": {"regex": "|".join(KNOWN_METHODS)}}}],
+        },
+        "direct_response": {
+            "status": 405,
+            "body": {"inline_string": json.dumps(_json_error("method not allowed", "invalid_request_error",
+                                                             "method_not_allowed"))},
+        },
+        "response_headers_to_add": [
+            {"header": {"key": "content-type", "value": "application/json"},
+             "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
+        ],
+        "typed_per_filter_config": {
+            "envoy.filters.http.ext_proc": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute",
+                "disabled": True,
+            }
+        },
+    }
 
 
 def _batch_api_routes(config: GatewayConfig) -> list[dict[str, Any]]:
