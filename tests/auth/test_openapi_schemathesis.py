@@ -62,5 +62,10 @@ def test_public_api_conforms(case, secure_platform: SecurePlatform, tls_session:
         case.body["model"] = MODEL  # half the inference requests reach the real model, not a 404
     response = case.call(base_url=origin, session=tls_session, headers=headers, timeout=60,
                          verify=str(secure_platform.ca_file))
+    if case.method.upper() != case.operation.method.upper():
+        # schemathesis probes a method the operation does not have. Envoy's HTTP/1 parser answers a method it
+        # does not know (QUERY) with a bare 400 before any filter runs, so only "a 4xx, never a 5xx" holds.
+        assert 400 <= response.status_code < 500, (case.method, response.status_code)
+        return
     case.validate_response(response, checks=[not_a_server_error, status_code_conformance, openai_error_format],
                            headers=headers)
