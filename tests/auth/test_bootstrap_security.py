@@ -54,3 +54,14 @@ def test_up_plans_auth_only_with_a_keys_file(tmp_path: Path) -> None:
     with_keys = plan(PlatformConfig(server=server, auth={"keys_file": str(tmp_path / "k.yaml"), "port": 9111}), tmp_path)
     assert with_keys.gateway.auth_address == "127.0.0.1:9111"
     assert with_keys.batch.dispatch.api_key == with_keys.auth.internal_key and with_keys.auth.internal_key
+
+
+def test_unknown_methods_get_a_405_in_openai_format() -> None:
+    import json
+
+    bootstrap = build_bootstrap(GatewayConfig(pool_endpoints=["127.0.0.1:8000"]))
+    manager = bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    first = manager["route_config"]["virtual_hosts"][0]["routes"][0]
+    assert first["match"]["headers"][0]["name"] == ":method" and first["direct_response"]["status"] == 405
+    assert set(json.loads(first["direct_response"]["body"]["inline_string"])["error"]) == {
+        "message", "type", "param", "code"}
