@@ -15,8 +15,16 @@ from hypothesis import strategies as st
 
 from inferplane.picker.errors import RequestRejected
 from inferplane.picker.extproc import header_map
-from inferplane.picker.request import FAIRNESS_ID, MODEL_REWRITE, OBJECTIVE_HEADERS, SLO_TPOT_MS, SLO_TTFT_MS, \
-    body_bytes, from_headers, parse_body
+from inferplane.picker.request import (
+    FAIRNESS_ID,
+    MODEL_REWRITE,
+    OBJECTIVE_HEADERS,
+    SLO_TPOT_MS,
+    SLO_TTFT_MS,
+    body_bytes,
+    from_headers,
+    parse_body,
+)
 
 FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 PATHS = ["/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/models", "/", "/v1/chat/completions?x=1"]

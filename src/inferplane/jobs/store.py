@@ -49,7 +49,7 @@ class Store:
         for statement in MIGRATIONS:
             try:
                 await self.db.execute(statement)
-            except Exception as exc:  # noqa: BLE001 - sqlite3 and asyncpg raise different types
+            except Exception as exc:  # sqlite3 and asyncpg raise different types
                 if "duplicate column" not in str(exc) and "already exists" not in str(exc):
                     raise
 
