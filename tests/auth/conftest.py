@@ -65,6 +65,7 @@ def secure_platform(tmp_path_factory: pytest.TempPathFactory) -> SecurePlatform:
         "tiny": create_key(keys_file, "tiny", rpm=2)[1],
         "fuzz": create_key(keys_file, "fuzz")[1],
         "other": create_key(keys_file, "other")[1],
+        "tokens": create_key(keys_file, "tokens", tpm=300)[1],
     }
     platform = start_platform(
         tmp, replicas=2, server={"engine": "sim", "sim": {"time_scale": 0.05}},

@@ -148,3 +148,12 @@ def test_internal_ports_listen_on_loopback_only(secure_platform: SecurePlatform)
     for port in wanted:
         hosts = listening.get(port)
         assert hosts and hosts <= LOOPBACK, (port, hosts)
+
+
+def test_the_token_rate_limit_counts_max_tokens(secure_platform: SecurePlatform) -> None:
+    client = sdk(secure_platform, secure_platform.keys["tokens"])
+    ask = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 200}
+    assert client.chat.completions.create(**ask).choices  # ~220 of the tenant's 300 tokens per minute
+    with pytest.raises(openai.RateLimitError) as limited:
+        client.chat.completions.create(**ask)
+    assert "tokens" in limited.value.body["message"] and int(limited.value.response.headers["retry-after"]) >= 1
