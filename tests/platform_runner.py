@@ -83,7 +83,7 @@ class Platform:
 
 def start_platform(tmp: Path, replicas: int = 2, server: dict | None = None, gateway: dict | None = None,
                    picker: dict | None = None, batch: dict | None = None, console: dict | None = None,
-                   timeout_s: float = 300.0, observe: dict | None = None) -> Platform:
+                   timeout_s: float = 300.0, observe: dict | None = None, auth: dict | None = None) -> Platform:
     base = free_port_range(replicas)
     ports = {
         "servers": [base + i for i in range(replicas)],
@@ -94,6 +94,7 @@ def start_platform(tmp: Path, replicas: int = 2, server: dict | None = None, gat
         "metrics": free_port(),
         "batch": free_port(),
         "console": free_port(),
+        "auth": free_port(),
     }
     config = {
         "replicas": replicas,
@@ -102,6 +103,7 @@ def start_platform(tmp: Path, replicas: int = 2, server: dict | None = None, gat
         "gateway": {"port": ports["gateway"], "admin_port": ports["admin"], **(gateway or {})},
         "batch": {"port": ports["batch"], **(batch or {})},
         "console": {"port": ports["console"], **(console or {})},
+        **({"auth": {"port": ports["auth"], **auth}} if auth is not None else {}),
     }
     if observe is not None:
         config["observe"] = observe

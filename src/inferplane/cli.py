@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "inferplane.console.cli",
     "inferplane.oip.cli",
     "inferplane.sim.cluster.cli",
+    "inferplane.auth.cli",
 )
 
 

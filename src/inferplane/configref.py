@@ -26,6 +26,7 @@ SECTIONS = (
     ("`batch` (inferplane batch serve)", "inferplane.jobs.config:BatchConfig"),
     ("`console` (inferplane console)", "inferplane.console.config:ConsoleConfig"),
     ("`oip` (inferplane serve-models)", "inferplane.oip.config:OipConfig"),
+    ("`auth` (inferplane auth; API keys at the gateway)", "inferplane.auth.config:AuthConfig"),
 )
 
 

@@ -50,6 +50,9 @@ class PlatformConfig(BaseModel):
                                    description="Prometheus, JSON logs and tracing (see docs/observability.md)")
     console: dict[str, Any] = Field(
         default_factory=dict, description="the `console` section (inferplane console; `enabled: false` skips it)")
+    auth: dict[str, Any] = Field(
+        default_factory=dict, description="the `auth` section (API keys; on when auth.keys_file is set)"
+    )
 
 
 class Plan(BaseModel):
@@ -61,6 +64,7 @@ class Plan(BaseModel):
     batch: Any | None = None
     observe: ObserveConfig = ObserveConfig()
     console: Any | None = None
+    auth: Any | None = None
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -129,6 +133,10 @@ def plan(config: PlatformConfig, run_dir: Path, source: str = "configuration") -
         picker_raw["objectives"] = {objective: -1, **(config.picker.get("objectives") or {})}
     picker = validate_model(PickerConfig, picker_raw, f"{source} (section 'picker')")
     gateway_raw.setdefault("picker_address", f"{_connect_host(picker.host)}:{picker.grpc_port}")
+    auth = _plan_auth(config, source)
+    if auth is not None:
+        gateway_raw.setdefault("auth_address", f"{_connect_host(auth.host)}:{auth.port}")
+        gateway_raw.setdefault("auth_max_body_bytes", auth.max_body_bytes)
     batch = None
     if config.batch_api:
         batch_raw.setdefault("database", f"sqlite:///{run_dir / 'batch' / 'batch.db'}")
@@ -141,11 +149,16 @@ def plan(config: PlatformConfig, run_dir: Path, source: str = "configuration") -
         gateway_raw["console_address"] = f"{_connect_host(console.host)}:{console.port}"
         gateway = validate_model(GatewayConfig, gateway_raw, f"{source} (section 'gateway')")
     if batch is not None:
-        batch.dispatch.gateway_url = f"http://{_connect_host(gateway.host)}:{gateway.port}"
+        batch.dispatch.gateway_url = _gateway_url(gateway)
+        if gateway.tls is not None:
+            batch.dispatch.verify_tls = False  # loopback to our own Envoy, whose certificate names a public host
+        if auth is not None:
+            batch.dispatch.api_key = auth.internal_key
         batch.dispatch.pool_metrics_url = batch.dispatch.pool_metrics_url or (
             f"http://{_connect_host(picker.host)}:{picker.metrics_port}/metrics"
         )
-    return Plan(servers=servers, picker=picker, gateway=gateway, batch=batch, observe=config.observe, console=console)
+    return Plan(servers=servers, picker=picker, gateway=gateway, batch=batch, observe=config.observe, console=console,
+                auth=auth)
 
 
 def _console_plan(config: PlatformConfig, picker: Any, batch: Any, gateway: GatewayConfig, source: str) -> Any:
@@ -162,6 +175,25 @@ def _console_plan(config: PlatformConfig, picker: Any, batch: Any, gateway: Gate
         **config.console,
     }
     return validate_model(ConsoleConfig, raw, where)
+
+
+def _plan_auth(config: PlatformConfig, source: str) -> Any | None:
+    """The auth service's configuration when a keys file is configured, with a fresh internal key."""
+    import secrets
+
+    from inferplane.auth.config import AuthConfig
+
+    auth = validate_model(AuthConfig, config.auth, f"{source} (section 'auth')")
+    if not auth.keys_file:
+        return None
+    auth.keys_file = str(Path(auth.keys_file).resolve())
+    auth.internal_key = auth.internal_key or f"ipk_internal_{secrets.token_urlsafe(32)}"
+    return auth
+
+
+def _gateway_url(gateway: GatewayConfig) -> str:
+    scheme = "https" if gateway.tls is not None else "http"
+    return f"{scheme}://{_connect_host(gateway.host)}:{gateway.port}"
 
 
 def _connect_host(bind_host: str) -> str:
@@ -183,6 +215,8 @@ def _check_ports_free(plan: Plan) -> None:
         wanted.append(("prometheus", plan.observe.prometheus.host, plan.observe.prometheus.port))
     if plan.console is not None:
         wanted.append(("console", plan.console.host, plan.console.port))
+    if plan.auth is not None:
+        wanted.append(("auth", plan.auth.host, plan.auth.port))
     for what, host, port in wanted:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -198,9 +232,10 @@ def _write_section(directory: Path, name: str, section: str, model: BaseModel) -
     return path
 
 
-async def _http_ok(url: str) -> bool:
-    async with httpx.AsyncClient(timeout=2.0) as client:
-        return (await client.get(url)).status_code == 200
+async def _http_ok(url: str, headers: dict[str, str] | None = None) -> bool:
+    # Only ever our own loopback components: a TLS gateway's certificate names its public host.
+    async with httpx.AsyncClient(timeout=2.0, verify=False) as client:
+        return (await client.get(url, headers=headers)).status_code == 200
 
 
 async def _grpc_serving(address: str, service: str) -> bool:
@@ -222,7 +257,7 @@ async def run_platform(plan: Plan, run_dir: Path, ready_timeout_s: float, ready_
         loop.add_signal_handler(sig, stop.set)
     started = time.monotonic()
     gateway = plan.gateway
-    base_url = f"http://{_connect_host(gateway.host)}:{gateway.port}/v1"
+    base_url = f"{_gateway_url(gateway)}/v1"
     try:
         servers = []
         for i, server in enumerate(plan.servers):
@@ -233,6 +268,11 @@ async def run_platform(plan: Plan, run_dir: Path, ready_timeout_s: float, ready_
         if rewrites is not None and not rewrites.exists():
             rewrites.write_text("# model rewrites; 'inferplane rollout' writes its canaries here\n")
         picker = await supervisor.start("picker", python_module_command("inferplane", "picker", "--config", str(picker_path)))
+        auth = None
+        if plan.auth is not None:
+            auth_path = _write_section(run_dir, "auth", "auth", plan.auth)
+            auth_path.chmod(0o600)  # holds the internal key
+            auth = await supervisor.start("auth", python_module_command("inferplane", "auth", "--config", str(auth_path)))
         envoy = await supervisor.start("envoy", envoy_command(gateway, write_bootstrap(gateway, run_dir)))
         batch = None
         if plan.batch is not None:
@@ -259,6 +299,9 @@ async def run_platform(plan: Plan, run_dir: Path, ready_timeout_s: float, ready_
         waits.append(
             ready("picker", lambda: _grpc_serving(f"{_connect_host(plan.picker.host)}:{plan.picker.health_port}", "readiness"), picker)
         )
+        if auth is not None:
+            auth_address = f"{_connect_host(plan.auth.host)}:{plan.auth.port}"
+            waits.append(ready("auth", lambda: _grpc_serving(auth_address, "envoy.service.auth.v3.Authorization"), auth))
         if batch is not None:
             batch_url = f"http://{_connect_host(plan.batch.host)}:{plan.batch.port}/health"
             waits.append(ready("batch", lambda: _http_ok(batch_url), batch))
@@ -278,11 +321,13 @@ async def run_platform(plan: Plan, run_dir: Path, ready_timeout_s: float, ready_
         stopped.cancel()
         try:
             startup.result()
-            await wait_until(lambda: _http_ok(f"{base_url}/models"), 30.0, "gateway end to end")
+            probe_headers = {"authorization": f"Bearer {plan.auth.internal_key}"} if plan.auth else None
+            await wait_until(lambda: _http_ok(f"{base_url}/models", probe_headers), 30.0, "gateway end to end")
         except (TimeoutError, RuntimeError) as exc:
             supervisor.say(f"start-up failed: {exc}")
             return 1
-        parts = f"{len(plan.servers)} model server(s), picker, envoy" + (", batch API" if batch else "")
+        parts = (f"{len(plan.servers)} model server(s), picker, envoy" + (", batch API" if batch else "")
+                 + (", auth (API keys)" if auth else ""))
         parts += ", prometheus" if prometheus else ""
         parts += ", console" if console else ""
         supervisor.say(f"ready in {time.monotonic() - started:.1f}s: {parts}")

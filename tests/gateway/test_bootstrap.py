@@ -25,6 +25,10 @@ def _routes(bootstrap: dict) -> list[dict]:
     return listener["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]["virtual_hosts"][0]["routes"]
 
 
+def _route(bootstrap: dict, name: str) -> dict:
+    return next(route for route in _routes(bootstrap) if route["name"] == name)
+
+
 def _clusters(bootstrap: dict) -> dict[str, dict]:
     return {c["name"]: c for c in bootstrap["static_resources"]["clusters"]}
 
@@ -89,7 +93,7 @@ def test_original_dst_cluster_is_keyed_on_destination_header() -> None:
     assert cluster["type"] == "ORIGINAL_DST"
     assert cluster["lb_policy"] == "CLUSTER_PROVIDED"
     assert cluster["original_dst_lb_config"] == {"use_http_header": True, "http_header_name": DESTINATION_HEADER}
-    route = _routes(build_bootstrap(GatewayConfig(endpoint_selection="original_dst")))[0]
+    route = _route(build_bootstrap(GatewayConfig(endpoint_selection="original_dst")), "picked-endpoint")
     assert route["route"]["cluster"] == "original_destination_cluster"
     assert route["route"]["timeout"] == "0s"  # streams may last minutes
 
@@ -108,7 +112,7 @@ def test_override_host_pool_reads_header_and_metadata() -> None:
 
 
 def test_fail_close_without_pick_is_503_openai_error() -> None:
-    unpicked = _routes(build_bootstrap(GatewayConfig(pool_endpoints=POOL)))[1]
+    unpicked = _route(build_bootstrap(GatewayConfig(pool_endpoints=POOL)), "no-endpoint")
     assert unpicked["direct_response"]["status"] == 503
     body = json.loads(unpicked["direct_response"]["body"]["inline_string"])
     assert body["error"]["code"] == 503 and body["error"]["message"]

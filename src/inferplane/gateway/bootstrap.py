@@ -21,6 +21,7 @@ PICKER_CLUSTER = "endpoint_picker"
 ORIGINAL_DST_CLUSTER = "original_destination_cluster"
 POOL_CLUSTER = "inference_pool"
 BATCH_API_CLUSTER = "batch_api"
+AUTH_CLUSTER = "ext_authz"
 BATCH_API_PREFIXES = ("/v1/files", "/v1/batches")
 CONSOLE_CLUSTER = "console"
 CONSOLE_PREFIX = "/console"
@@ -87,7 +88,76 @@ def _http_filters(config: GatewayConfig) -> list[dict[str, Any]]:
         "name": "envoy.filters.http.router",
         "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
     }
-    return [scrub, ext_proc, router]
+    return [scrub, *_auth_filters(config), ext_proc, router]
+
+
+def _auth_filters(config: GatewayConfig) -> list[dict[str, Any]]:
+    """API keys (ext_authz, before the picker) on every route; it reads the body for the model name."""
+    if not config.auth_address:
+        return []
+    return [
+        {
+            "name": "envoy.filters.http.ext_authz",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
+                "grpc_service": {"envoy_grpc": {"cluster_name": AUTH_CLUSTER}, "timeout": "5s"},
+                "transport_api_version": "V3",
+                "failure_mode_allow": False,
+                "status_on_error": {"code": "ServiceUnavailable"},
+                "with_request_body": {
+                    "max_request_bytes": config.auth_max_body_bytes,
+                    "allow_partial_message": False,
+                    "pack_as_bytes": True,
+                },
+                "clear_route_cache": False,
+            },
+        }
+    ]
+
+
+def _json_error(message: str, type_: str, code: str) -> dict[str, Any]:
+    return {"error": {"message": message, "type": type_, "param": None, "code": code}}
+
+
+#: Envoy response flags of upstream failures (connect failure, reset, timeout, overflow, no healthy host...).
+_UPSTREAM_FAILURE_FLAGS = ["UF", "UH", "UO", "URX", "UT", "UC", "UPE", "NC", "UMSDR"]
+
+
+def _local_reply_config() -> dict[str, Any]:
+    """Envoy's own replies in OpenAI error JSON (the picker and auth service write theirs already)."""
+    too_large = _json_error("request body is too large", "invalid_request_error", "request_too_large")
+    auth_down = _json_error("the authorization service is unavailable", "service_unavailable",
+                            "service_unavailable")
+    malformed = _json_error("the HTTP request could not be processed (%RESPONSE_CODE_DETAILS%)",
+                            "invalid_request_error", "%RESPONSE_CODE%")
+    upstream = _json_error("upstream error: %LOCAL_REPLY_BODY%", "service_unavailable", "%RESPONSE_CODE%")
+    return {
+        "mappers": [
+            {
+                "filter": {"status_code_filter": {"comparison": {"op": "EQ", "value": {"default_value": 413,
+                                                                                         "runtime_key": "ip_413"}}}},
+                "body_format_override": {"json_format": too_large},
+            },
+            {
+                "filter": {"and_filter": {"filters": [
+                    {"status_code_filter": {"comparison": {"op": "EQ", "value": {"default_value": 503,
+                                                                                 "runtime_key": "ip_503"}}}},
+                    {"response_flag_filter": {"flags": ["UAEX"]}},
+                ]}},
+                "body_format_override": {"json_format": auth_down},
+            },
+            {
+                # A request Envoy cannot parse (a protocol error): its own 4xx, with an empty body otherwise.
+                "filter": {"response_flag_filter": {"flags": ["DPE"]}},
+                "body_format_override": {"json_format": malformed},
+            },
+            {
+                # A model server or the Batch API failed before answering: Envoy's own 5xx text, as JSON.
+                "filter": {"response_flag_filter": {"flags": _UPSTREAM_FAILURE_FLAGS}},
+                "body_format_override": {"json_format": upstream},
+            },
+        ]
+    }
 
 
 def _routes(config: GatewayConfig) -> list[dict[str, Any]]:
@@ -126,7 +196,38 @@ def _routes(config: GatewayConfig) -> list[dict[str, Any]]:
                 }
             ],
         }
-    return [*_batch_api_routes(config), *_console_routes(config), picked, unpicked]
+    return [_unknown_method_route(), *_batch_api_routes(config), *_console_routes(config), picked, unpicked]
+
+
+#: Methods the public API uses; others (e.g. QUERY, which the model servers' HTTP parser rejects with
+#: an empty 400) get a 405 in OpenAI error JSON at the gateway.
+KNOWN_METHODS = ("GET", "POST", "DELETE", "HEAD", "OPTIONS", "PUT", "PATCH")
+
+
+def _unknown_method_route() -> dict[str, Any]:
+    return {
+        "name": "unknown-method",
+        "match": {
+            "prefix": "/",
+            "headers": [{"name": ":method", "invert_match": True,
+                         "string_match": {"safe_regex": {"regex": "|".join(KNOWN_METHODS)}}}],
+        },
+        "direct_response": {
+            "status": 405,
+            "body": {"inline_string": json.dumps(_json_error("method not allowed", "invalid_request_error",
+                                                             "method_not_allowed"))},
+        },
+        "response_headers_to_add": [
+            {"header": {"key": "content-type", "value": "application/json"},
+             "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
+        ],
+        "typed_per_filter_config": {
+            "envoy.filters.http.ext_proc": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute",
+                "disabled": True,
+            }
+        },
+    }
 
 
 def _batch_api_routes(config: GatewayConfig) -> list[dict[str, Any]]:
@@ -139,6 +240,12 @@ def _batch_api_routes(config: GatewayConfig) -> list[dict[str, Any]]:
             "disabled": True,
         }
     }
+    if config.auth_address:
+        # Uploads may be far larger than the body ext_authz reads; files and batches carry no model.
+        skip_picker["envoy.filters.http.ext_authz"] = {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute",
+            "check_settings": {"disable_request_body_buffering": True},
+        }
     return [
         {
             "name": f"batch-api{prefix.replace('/', '-')}",
@@ -183,6 +290,7 @@ def _listener(config: GatewayConfig) -> dict[str, Any]:
             "virtual_hosts": [{"name": "inference", "domains": ["*"], "routes": _routes(config)}],
         },
         "http_filters": _http_filters(config),
+        "local_reply_config": _local_reply_config(),
     }
     if config.access_log:
         connection_manager["access_log"] = [
@@ -205,17 +313,37 @@ def _listener(config: GatewayConfig) -> dict[str, Any]:
                 },
             }
         ]
+    chain: dict[str, Any] = {
+        "filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": connection_manager}]
+    }
+    if config.tls is not None:
+        chain["transport_socket"] = _tls_transport_socket(config)
     return {
         "name": "inference_listener",
         "address": _socket_address(f"{config.host}:{config.port}"),
         "per_connection_buffer_limit_bytes": config.max_request_bytes,
-        "filter_chains": [
-            {
-                "filters": [
-                    {"name": "envoy.filters.network.http_connection_manager", "typed_config": connection_manager}
-                ]
-            }
-        ],
+        "filter_chains": [chain],
+    }
+
+
+def _tls_transport_socket(config: GatewayConfig) -> dict[str, Any]:
+    """TLS termination with the configured certificate (HTTP/2 and HTTP/1.1 by ALPN)."""
+    assert config.tls is not None
+    return {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+            "common_tls_context": {
+                "tls_certificates": [
+                    {
+                        "certificate_chain": {"filename": config.tls.cert_file},
+                        "private_key": {"filename": config.tls.key_file},
+                    }
+                ],
+                "alpn_protocols": ["h2", "http/1.1"],
+                "tls_params": {"tls_minimum_protocol_version": "TLSv1_2"},
+            },
+        },
     }
 
 
@@ -244,6 +372,23 @@ def _picker_cluster(config: GatewayConfig) -> dict[str, Any]:
         "connect_timeout": _duration(config.connect_timeout_s),
         "circuit_breakers": _HIGH_LIMITS,
         "load_assignment": _load_assignment(PICKER_CLUSTER, [config.picker_address]),
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }
+        },
+    }
+
+
+def _grpc_cluster(name: str, address: str, config: GatewayConfig) -> dict[str, Any]:
+    """A static HTTP/2 cluster of one gRPC service."""
+    return {
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": _duration(config.connect_timeout_s),
+        "circuit_breakers": _HIGH_LIMITS,
+        "load_assignment": _load_assignment(name, [address]),
         "typed_extension_protocol_options": {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
                 "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
@@ -300,6 +445,8 @@ def _clusters(config: GatewayConfig) -> list[dict[str, Any]]:
         clusters.append(_original_dst_cluster(config))
     if config.pool_endpoints:
         clusters.append(_pool_cluster(config))
+    if config.auth_address:
+        clusters.append(_grpc_cluster(AUTH_CLUSTER, config.auth_address, config))
     if config.batch_api_address:
         clusters.append(
             {

@@ -2,11 +2,29 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 BodyMode = Literal["NONE", "BUFFERED", "STREAMED", "FULL_DUPLEX_STREAMED"]
+
+
+class TLSConfig(BaseModel):
+    """TLS termination on the listener: a PEM certificate chain and its private key."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cert_file: str = Field(description="PEM certificate chain served to clients")
+    key_file: str = Field(description="PEM private key of the certificate")
+
+    @field_validator("cert_file", "key_file")
+    @classmethod
+    def _readable(cls, value: str) -> str:
+        path = Path(value)
+        if not path.is_file():
+            raise ValueError(f"{value} is not a readable file")
+        return str(path.resolve())
 
 
 class GatewayConfig(BaseModel):
@@ -77,8 +95,19 @@ class GatewayConfig(BaseModel):
         default="warning", description="Envoy log level"
     )
     access_log: bool = Field(default=False, description="JSON access log on Envoy's stdout")
+    tls: TLSConfig | None = Field(
+        default=None, description="terminate TLS on the listener (HTTPS only): {cert_file, key_file}, PEM file paths"
+    )
+    auth_address: str | None = Field(
+        default=None,
+        description="host:port of the ext_authz service (API keys); set by `inferplane up` when auth.keys_file is set",
+    )
+    auth_max_body_bytes: int = Field(
+        default=16 * 1024 * 1024, gt=0,
+        description="request bodies buffered for ext_authz (the model is read from them); larger bodies get 413",
+    )
 
-    @field_validator("picker_address", "pool_endpoints", "batch_api_address", "console_address")
+    @field_validator("picker_address", "pool_endpoints", "batch_api_address", "console_address", "auth_address")
     @classmethod
     def _check_addresses(cls, value: str | list[str] | None) -> str | list[str] | None:
         for address in [value] if isinstance(value, str) else value or []:

@@ -19,6 +19,13 @@ from inferplane.jobs.jsonl import ENDPOINTS, parse_batch_file
 from inferplane.jobs.store import Store
 
 PURPOSES = ("batch",)
+#: The tenant, set by the gateway from the API key (clients cannot choose it when keys are on).
+TENANT_HEADER = "x-llm-d-inference-fairness-id"
+
+
+def _tenant(request: Request) -> str:
+    """Files and batches are scoped by tenant; without keys every caller is the default tenant ''."""
+    return request.headers.get(TENANT_HEADER, "")
 
 
 class BatchAPI:
@@ -67,28 +74,28 @@ class BatchAPI:
         record = {"id": new_id("file-"), "bytes": len(data), "created_at": int(time.time()),
                   "filename": upload.filename or "upload.jsonl", "purpose": purpose}
         await self.files.put(record["id"], data)  # contents first: metadata never points at nothing
-        await self.store.add_file(record)
+        await self.store.add_file(record, _tenant(request))
         return JSONResponse(await self.store.get_file(record["id"]))
 
     async def list_files(self, request: Request) -> Response:
-        files = await self.store.list_files(request.query_params.get("purpose"))
+        files = await self.store.list_files(request.query_params.get("purpose"), _tenant(request))
         return JSONResponse({"object": "list", "data": files, "has_more": False,
                              "first_id": files[0]["id"] if files else None, "last_id": files[-1]["id"] if files else None})
 
     async def get_file(self, request: Request) -> Response:
-        record = await self.store.get_file(request.path_params["file_id"])
+        record = await self.store.get_file(request.path_params["file_id"], _tenant(request))
         return JSONResponse(record) if record else _no_file(request)
 
     async def delete_file(self, request: Request) -> Response:
         file_id = request.path_params["file_id"]
-        if not await self.store.delete_file(file_id):
+        if not await self.store.delete_file(file_id, _tenant(request)):
             return _no_file(request)
         await self.files.delete(file_id)
         return JSONResponse({"id": file_id, "object": "file", "deleted": True})
 
     async def file_content(self, request: Request) -> Response:
         file_id = request.path_params["file_id"]
-        if not await self.store.get_file(file_id):
+        if not await self.store.get_file(file_id, _tenant(request)):
             return _no_file(request)
         try:
             data = await self.files.get(file_id)
@@ -108,7 +115,7 @@ class BatchAPI:
         endpoint = body.get("endpoint")
         window = body.get("completion_window", "24h")
         metadata = body.get("metadata")
-        if not isinstance(input_file_id, str) or not await self.store.get_file(input_file_id):
+        if not isinstance(input_file_id, str) or not await self.store.get_file(input_file_id, _tenant(request)):
             return openai_error(400, f"input file {input_file_id!r} not found", param="input_file_id")
         if endpoint not in ENDPOINTS:
             return openai_error(400, f"'endpoint' must be one of {', '.join(ENDPOINTS)}", param="endpoint")
@@ -120,7 +127,7 @@ class BatchAPI:
                                          and all(isinstance(v, str) for v in metadata.values())):
             return openai_error(400, "'metadata' must map at most 16 keys to strings", param="metadata")
         batch = new_batch(input_file_id, endpoint, window, window_s, metadata)
-        await self.store.add_batch(batch)
+        await self.store.add_batch(batch, _tenant(request))
         return JSONResponse(batch)
 
     async def _view(self, batch: dict[str, Any]) -> dict[str, Any]:
@@ -129,7 +136,7 @@ class BatchAPI:
         return batch
 
     async def get_batch(self, request: Request) -> Response:
-        batch = await self.store.get_batch(request.path_params["batch_id"])
+        batch = await self.store.get_batch(request.path_params["batch_id"], _tenant(request))
         return JSONResponse(await self._view(batch)) if batch else _no_batch(request)
 
     async def list_batches(self, request: Request) -> Response:
@@ -139,7 +146,7 @@ class BatchAPI:
             limit = 0
         if not 1 <= limit <= 100:
             return openai_error(400, "'limit' must be an integer from 1 to 100", param="limit")
-        batches, has_more = await self.store.list_batches(request.query_params.get("after"), limit)
+        batches, has_more = await self.store.list_batches(request.query_params.get("after"), limit, _tenant(request))
         data = [await self._view(b) for b in batches]
         return JSONResponse({"object": "list", "data": data, "has_more": has_more,
                              "first_id": data[0]["id"] if data else None, "last_id": data[-1]["id"] if data else None})
@@ -147,7 +154,7 @@ class BatchAPI:
     async def cancel_batch(self, request: Request) -> Response:
         batch_id = request.path_params["batch_id"]
         for _ in range(5):  # the worker may move the batch meanwhile: re-read and retry
-            batch = await self.store.get_batch(batch_id)
+            batch = await self.store.get_batch(batch_id, _tenant(request))
             if batch is None:
                 return _no_batch(request)
             if batch["status"] in ("cancelling", "cancelled"):

@@ -13,6 +13,8 @@ class DispatchConfig(BaseModel):
     gateway_url: str = Field(default="http://127.0.0.1:8080", description="gateway base URL (without /v1)")
     objective: str = Field(default="batch", description="sent as x-llm-d-inference-objective (make it sheddable)")
     fairness_id: str | None = Field(default=None, description="sent as x-llm-d-inference-fairness-id")
+    api_key: str | None = Field(default=None, description="sent as 'Authorization: Bearer' when the gateway needs keys")
+    verify_tls: bool = Field(default=True, description="verify the gateway's TLS certificate (https gateway_url)")
     max_concurrency: int = Field(default=64, ge=1, description="requests in flight, all models together")
     per_model_concurrency: dict[str, int] = Field(default_factory=dict, description="cap per model name")
     default_model_concurrency: int | None = Field(default=None, ge=1, description="cap for models not listed")

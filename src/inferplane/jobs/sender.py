@@ -44,7 +44,7 @@ class Sender:
                  on_retry: Callable[[str], None] | None = None) -> None:
         self.config = config
         self._client = client or httpx.AsyncClient(
-            timeout=config.request_timeout_s,
+            timeout=config.request_timeout_s, verify=config.verify_tls,
             limits=httpx.Limits(max_connections=config.max_concurrency, max_keepalive_connections=config.max_concurrency),
         )
         self._global = asyncio.Semaphore(config.max_concurrency)
@@ -68,6 +68,8 @@ class Sender:
 
     def headers(self, objective: str | None = None, fairness_id: str | None = None) -> dict[str, str]:
         headers = {"content-type": "application/json", OBJECTIVE_HEADER: objective or self.config.objective}
+        if self.config.api_key:
+            headers["authorization"] = f"Bearer {self.config.api_key}"
         if fairness_id or self.config.fairness_id:
             headers[FAIRNESS_HEADER] = fairness_id or self.config.fairness_id or ""
         return headers

@@ -9,15 +9,40 @@ from collections.abc import AsyncIterator
 
 import uvicorn
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from inferplane.jobs.api import BatchAPI
 from inferplane.jobs.config import BatchConfig
 from inferplane.jobs.db import open_database
+from inferplane.jobs.errors import openai_error
 from inferplane.jobs.filestore import FileStore
 from inferplane.jobs.sender import Sender
 from inferplane.jobs.store import Store
 from inferplane.jobs.worker import BatchWorker
 from inferplane.observe.batch_metrics import metrics_route
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Unknown paths and methods answer in OpenAI error JSON too, never Starlette's plain text."""
+    assert isinstance(exc, HTTPException)
+    return openai_error(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}")
+
+
+class _NoSlashRedirect:
+    """A path Starlette would redirect (trailing slash) is simply not found: no 307 through the gateway."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] != "/" and scope["path"].endswith("/"):
+            await openai_error(404, f"{scope['method']} {scope['path']}: Not Found")(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
 
 
 def build_server_app(config: BatchConfig) -> Starlette:
@@ -49,7 +74,8 @@ def build_server_app(config: BatchConfig) -> Starlette:
             await store.db.close()
 
     api = BatchAPI(None, files, config.max_file_bytes, config.max_requests_per_batch)  # type: ignore[arg-type]
-    app = Starlette(routes=[*api.routes(), metrics_route(lambda: api.store)], lifespan=lifespan)
+    app = Starlette(routes=[*api.routes(), metrics_route(lambda: api.store)], lifespan=lifespan,
+                    exception_handlers={HTTPException: _http_error}, middleware=[Middleware(_NoSlashRedirect)])
     app.state.holder = holder
     return app
 

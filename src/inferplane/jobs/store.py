@@ -1,5 +1,8 @@
 """Durable metadata of files, batches and per-request results (SQLite or PostgreSQL).
 
+Files and batches belong to a tenant (the fairness id the gateway sets from the API key); reads
+that pass a ``tenant`` see only that tenant's objects, ``tenant=None`` (the worker) sees all.
+
 A request's result is recorded with ``state='pending' → 'done'`` in one conditional UPDATE, so a
 result is stored at most once even when a restarted worker sends the request again.
 """
@@ -25,6 +28,11 @@ SCHEMA = (
     "CREATE INDEX IF NOT EXISTS requests_state ON requests (batch_id, state)",
     "CREATE INDEX IF NOT EXISTS batches_created ON batches (created_at, id)",
 )
+#: Columns added after the first release: added to older databases at start.
+MIGRATIONS = (
+    "ALTER TABLE files ADD COLUMN tenant TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE batches ADD COLUMN tenant TEXT NOT NULL DEFAULT ''",
+)
 
 ACTIVE = ("validating", "in_progress", "finalizing", "cancelling")
 
@@ -38,35 +46,48 @@ class Store:
     async def init(self) -> None:
         for statement in SCHEMA:
             await self.db.execute(statement)
+        for statement in MIGRATIONS:
+            try:
+                await self.db.execute(statement)
+            except Exception as exc:  # sqlite3 and asyncpg raise different types
+                if "duplicate column" not in str(exc) and "already exists" not in str(exc):
+                    raise
 
     # files
-    async def add_file(self, record: dict[str, Any]) -> None:
+    async def add_file(self, record: dict[str, Any], tenant: str = "") -> None:
         await self.db.execute(
-            "INSERT INTO files (id, bytes, created_at, filename, purpose, deleted) VALUES (?, ?, ?, ?, ?, 0) "
+            "INSERT INTO files (id, bytes, created_at, filename, purpose, deleted, tenant) VALUES (?, ?, ?, ?, ?, 0, ?) "
             "ON CONFLICT (id) DO UPDATE SET bytes = excluded.bytes, deleted = 0",
-            record["id"], record["bytes"], record["created_at"], record["filename"], record["purpose"])
+            record["id"], record["bytes"], record["created_at"], record["filename"], record["purpose"], tenant)
 
-    async def get_file(self, file_id: str) -> dict[str, Any] | None:
-        rows = await self.db.fetch(
-            "SELECT id, bytes, created_at, filename, purpose FROM files WHERE id = ? AND deleted = 0", file_id)
+    async def get_file(self, file_id: str, tenant: str | None = None) -> dict[str, Any] | None:
+        sql, args = _scoped("SELECT id, bytes, created_at, filename, purpose FROM files WHERE id = ? AND deleted = 0",
+                            [file_id], tenant)
+        rows = await self.db.fetch(sql, *args)
         if not rows:
             return None
         fid, size, created, filename, purpose = rows[0]
         return {"id": fid, "object": "file", "bytes": int(size), "created_at": int(created), "filename": filename,
                 "purpose": purpose, "status": "processed", "status_details": None, "expires_at": None}
 
-    async def list_files(self, purpose: str | None = None) -> list[dict[str, Any]]:
-        rows = await self.db.fetch("SELECT id FROM files WHERE deleted = 0 ORDER BY created_at DESC, id DESC")
+    async def list_files(self, purpose: str | None = None, tenant: str | None = None) -> list[dict[str, Any]]:
+        sql, args = _scoped("SELECT id FROM files WHERE deleted = 0", [], tenant)
+        rows = await self.db.fetch(sql + " ORDER BY created_at DESC, id DESC", *args)
         files = [await self.get_file(r[0]) for r in rows]
         return [f for f in files if f and (purpose is None or f["purpose"] == purpose)]
 
-    async def delete_file(self, file_id: str) -> bool:
-        return await self.db.execute("UPDATE files SET deleted = 1 WHERE id = ? AND deleted = 0", file_id) > 0
+    async def delete_file(self, file_id: str, tenant: str | None = None) -> bool:
+        sql, args = _scoped("UPDATE files SET deleted = 1 WHERE id = ? AND deleted = 0", [file_id], tenant)
+        return await self.db.execute(sql, *args) > 0
 
     # batches
-    async def add_batch(self, batch: dict[str, Any]) -> None:
-        await self.db.execute("INSERT INTO batches (id, created_at, status, data) VALUES (?, ?, ?, ?)",
-                              batch["id"], batch["created_at"], batch["status"], _dumps(batch))
+    async def add_batch(self, batch: dict[str, Any], tenant: str = "") -> None:
+        await self.db.execute("INSERT INTO batches (id, created_at, status, data, tenant) VALUES (?, ?, ?, ?, ?)",
+                              batch["id"], batch["created_at"], batch["status"], _dumps(batch), tenant)
+
+    async def batch_tenant(self, batch_id: str) -> str:
+        rows = await self.db.fetch("SELECT tenant FROM batches WHERE id = ?", batch_id)
+        return rows[0][0] if rows else ""
 
     async def save_batch(self, batch: dict[str, Any], expect_status: str | None = None) -> bool:
         """Store ``batch``; with ``expect_status``, only if the stored status still is that (no lost cancel)."""
@@ -77,21 +98,24 @@ class Store:
             args.append(expect_status)
         return await self.db.execute(sql, *args) > 0
 
-    async def get_batch(self, batch_id: str) -> dict[str, Any] | None:
-        rows = await self.db.fetch("SELECT data FROM batches WHERE id = ?", batch_id)
+    async def get_batch(self, batch_id: str, tenant: str | None = None) -> dict[str, Any] | None:
+        sql, args = _scoped("SELECT data FROM batches WHERE id = ?", [batch_id], tenant)
+        rows = await self.db.fetch(sql, *args)
         return orjson.loads(rows[0][0]) if rows else None
 
-    async def list_batches(self, after: str | None, limit: int) -> tuple[list[dict[str, Any]], bool]:
+    async def list_batches(self, after: str | None, limit: int,
+                           tenant: str | None = None) -> tuple[list[dict[str, Any]], bool]:
         """Newest first; ``after`` is the id of the last batch of the previous page."""
         if after:
-            anchor = await self.db.fetch("SELECT created_at FROM batches WHERE id = ?", after)
+            sql, args = _scoped("SELECT created_at FROM batches WHERE id = ?", [after], tenant)
+            anchor = await self.db.fetch(sql, *args)
             if not anchor:
                 return [], False
-            rows = await self.db.fetch(
-                "SELECT data FROM batches WHERE created_at < ? OR (created_at = ? AND id < ?) "
-                "ORDER BY created_at DESC, id DESC LIMIT ?", anchor[0][0], anchor[0][0], after, limit + 1)
+            sql, args = _scoped("SELECT data FROM batches WHERE (created_at < ? OR (created_at = ? AND id < ?))",
+                                [anchor[0][0], anchor[0][0], after], tenant)
         else:
-            rows = await self.db.fetch("SELECT data FROM batches ORDER BY created_at DESC, id DESC LIMIT ?", limit + 1)
+            sql, args = _scoped("SELECT data FROM batches WHERE 1 = 1", [], tenant)
+        rows = await self.db.fetch(sql + " ORDER BY created_at DESC, id DESC LIMIT ?", *args, limit + 1)
         batches = [orjson.loads(r[0]) for r in rows]
         return batches[:limit], len(batches) > limit
 
@@ -139,6 +163,13 @@ class Store:
             "SELECT result FROM requests WHERE batch_id = ? AND state = 'done' AND is_error = ? ORDER BY idx",
             batch_id, 1 if is_error else 0)
         return [r[0] for r in rows]
+
+
+def _scoped(sql: str, args: list[Any], tenant: str | None) -> tuple[str, list[Any]]:
+    """Add ``AND tenant = ?`` to a WHERE clause when a tenant is given."""
+    if tenant is None:
+        return sql, args
+    return sql + " AND tenant = ?", [*args, tenant]
 
 
 def _dumps(value: Any) -> str:

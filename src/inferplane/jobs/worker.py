@@ -113,11 +113,12 @@ class BatchWorker:
         """Send every pending request; return when all are done, the window closes or the batch is cancelled."""
         pending = iter(await self.store.pending_requests(batch["id"]))
         deadline = float(batch["expires_at"])
+        tenant = await self.store.batch_tenant(batch["id"]) or None
 
         async def lane() -> None:
             for idx, custom_id, url, body in pending:
                 try:
-                    outcome = await self.sender.send(url, orjson.loads(body), deadline=deadline)
+                    outcome = await self.sender.send(url, orjson.loads(body), deadline=deadline, fairness_id=tenant)
                 except DeadlineReached:
                     return
                 line = result_line(custom_id, outcome.status_code, outcome.body, outcome.request_id)
@@ -152,6 +153,7 @@ class BatchWorker:
         """Write output and error files (ids derived from the batch: a rerun overwrites, never duplicates)."""
         suffix = batch["id"].removeprefix("batch_")
         stamps: dict[str, Any] = {"request_counts": await self.store.counts(batch["id"])}
+        tenant = await self.store.batch_tenant(batch["id"])
         for is_error, key, name in ((False, "output_file_id", "output"), (True, "error_file_id", "errors")):
             lines = await self.store.results(batch["id"], is_error)
             if not lines:
@@ -160,7 +162,7 @@ class BatchWorker:
             data = ("\n".join(lines) + "\n").encode()
             await self.files.put(file_id, data)
             await self.store.add_file({"id": file_id, "bytes": len(data), "created_at": int(time.time()),
-                                       "filename": f"{batch['id']}_{name}.jsonl", "purpose": "batch_output"})
+                                       "filename": f"{batch['id']}_{name}.jsonl", "purpose": "batch_output"}, tenant)
             stamps[key] = file_id
         if final == "expired":
             stamps["expired_at"] = batch.get("expired_at") or int(time.time())

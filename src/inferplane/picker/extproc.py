@@ -45,6 +45,7 @@ from inferplane.picker.objectives import Objectives, ObjectiveSpec
 from inferplane.picker.request import (
     REQUEST_ID,
     InferenceRequest,
+    body_bytes,
     from_headers,
     parse_body,
 )
@@ -280,7 +281,7 @@ class RequestStream:
         if service.engine_priority:
             set_engine_priority(request)
         if request.body_changed:
-            raw = orjson.dumps(request.body)
+            raw = body_bytes(request)
         self.body, self.end_of_stream = raw, end_of_stream
         service.on_admitting(self)
         if service.flow is None:

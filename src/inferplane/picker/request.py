@@ -14,7 +14,7 @@ from inferplane.picker.objectives import OBJECTIVE_HEADERS, Objectives
 
 # Per-request headers (design.md §2); both spellings of the objective header are accepted.
 REQUEST_ID = "x-request-id"
-__all__ = ["OBJECTIVE_HEADERS", "InferenceRequest", "from_headers", "parse_body"]
+__all__ = ["OBJECTIVE_HEADERS", "InferenceRequest", "body_bytes", "from_headers", "parse_body"]
 FAIRNESS_ID = "x-llm-d-inference-fairness-id"
 SLO_TTFT_MS = "x-llm-d-slo-ttft-ms"
 SLO_TPOT_MS = "x-llm-d-slo-tpot-ms"
@@ -131,6 +131,17 @@ def parse_body(request: InferenceRequest, raw: bytes) -> None:
         request.prompt = _prompt_text(body.get("input"))
     else:
         request.prompt = _prompt_text(body.get("prompt"))
+
+
+def body_bytes(request: InferenceRequest) -> bytes:
+    """The (rewritten) body serialised again; a body nested too deeply to write back is a BadRequest.
+
+    orjson reads deeper nesting than it writes, so a body that parsed may still fail here.
+    """
+    try:
+        return orjson.dumps(request.body)
+    except TypeError as exc:
+        raise BadRequest(f"request body cannot be rewritten: {exc}") from None
 
 
 def _messages_text(messages: Any) -> str:
