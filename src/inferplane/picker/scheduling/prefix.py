@@ -20,6 +20,9 @@ from inferplane.picker.scheduling.plugin import CycleContext, Scorer
 from inferplane.picker.scheduling.registry import register
 
 _STATE_KEY = "prefix-cache-scorer.hashes"
+#: ``InferenceRequest.state`` key where the scorer leaves, per endpoint address, how many leading
+#: prompt tokens it believes that endpoint has cached (absent: none); later scorers may read it.
+MATCHED_TOKENS_KEY = "prefix-cache-scorer.matched-tokens"
 
 
 def block_hashes(model: str, prompt: str, block_bytes: int, max_blocks: int) -> list[int]:
@@ -135,6 +138,7 @@ class PrefixCacheScorer(Scorer):
         super().__init__(name, parameters)
         p: PrefixCacheParameters = self.parameters  # type: ignore[assignment]
         self.block_bytes = p.block_size_tokens * p.chars_per_token
+        self.block_tokens = p.block_size_tokens
         self.max_blocks = p.max_prefix_blocks
         self.full_score_blocks = p.full_score_blocks
         self.index = PrefixIndex(p.lru_capacity_per_endpoint)
@@ -151,12 +155,21 @@ class PrefixCacheScorer(Scorer):
     def score(self, ctx: CycleContext, endpoints: Sequence[Endpoint]) -> list[float]:
         hashes = self.hashes(ctx)
         if not hashes:
+            ctx.request.state[MATCHED_TOKENS_KEY] = {}
             return [0.0] * len(endpoints)
         matched = self.index.matched_blocks(hashes)
+        block_tokens = self.block_tokens
+        ctx.request.state[MATCHED_TOKENS_KEY] = {address: n * block_tokens for address, n in matched.items()}
         if not matched:
             return [0.0] * len(endpoints)
         total = max(len(hashes), self.full_score_blocks)
-        return [matched.get(ep.address, 0) / total for ep in endpoints]
+        scores = [0.0] * len(endpoints)
+        where = ctx.positions(endpoints).get
+        for address, blocks in matched.items():
+            i = where(address)
+            if i is not None:
+                scores[i] = blocks / total
+        return scores
 
     def forget_endpoint(self, address: str) -> None:
         self.index.forget(address)

@@ -56,15 +56,12 @@ class KVCacheUtilizationScorer(Scorer):
 
     def score(self, ctx: CycleContext, endpoints: Sequence[Endpoint]) -> list[float]:
         now, staleness = ctx.now, ctx.staleness
-        scores: list[float] = []
-        for ep in endpoints:
-            m = ep.metrics
-            if m is None or now - ep.updated_at > staleness:
-                scores.append(0.0)
-            else:
-                free = 1.0 - m.kv_cache_usage
-                scores.append(0.0 if free < 0.0 else min(free, 1.0))
-        return scores
+        return [
+            0.0
+            if (m := ep.metrics) is None or now - ep.updated_at > staleness
+            else (free if 0.0 <= (free := 1.0 - m.kv_cache_usage) <= 1.0 else (0.0 if free < 0.0 else 1.0))
+            for ep in endpoints
+        ]
 
 
 class InFlightParameters(BaseModel):
