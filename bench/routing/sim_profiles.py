@@ -38,14 +38,19 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from inferplane.picker.config import FilterSpec, PickerConfig, ProfileConfig, ScorerSpec  # noqa: E402
-from inferplane.sim.cluster.config import ClusterConfig, replica_from_server_section  # noqa: E402
-from inferplane.sim.cluster.loop import run  # noqa: E402
-from inferplane.sim.cluster.report import summarize  # noqa: E402
-from inferplane.sim.cluster.routing import PickerRouter, RoundRobinRouter, Router, make_router  # noqa: E402
-from inferplane.sim.cluster.workload import Arrival, generate  # noqa: E402
-from inferplane.sim.cost_model import get_preset  # noqa: E402
-from inferplane.sim.tokenizer import get_tokenizer  # noqa: E402
+from inferplane.picker.config import FilterSpec, PickerConfig, ProfileConfig, ScorerSpec
+from inferplane.sim.cluster.config import ClusterConfig, replica_from_server_section
+from inferplane.sim.cluster.loop import run
+from inferplane.sim.cluster.report import summarize
+from inferplane.sim.cluster.routing import (
+    PickerRouter,
+    RoundRobinRouter,
+    Router,
+    make_router,
+)
+from inferplane.sim.cluster.workload import Arrival, generate
+from inferplane.sim.cost_model import get_preset
+from inferplane.sim.tokenizer import get_tokenizer
 
 RESULTS = REPO / "bench" / "results"
 Q, K, P, I, B = (
@@ -75,7 +80,7 @@ PROFILES: dict[str, str | PickerConfig] = {
     "gie+backlog×1": profile((Q, 2), (K, 2), (P, 3), (B, 1)),
     "gie+hot-spot-filter": profile((Q, 2), (K, 2), (P, 3), hot_spot=True),
     "gie+backlog×3": profile((Q, 2), (K, 2), (P, 3), (B, 3)),
-    "queue×1,kv×2,prefix×3,backlog×3,in-flight×1": profile((Q, 1), (K, 2), (P, 3), (B, 3), (I, 1)),
+    "queue×1 kv×2 prefix×3 backlog×3 in-flight×1": profile((Q, 1), (K, 2), (P, 3), (B, 3), (I, 1)),
 }
 DEFAULT_SET = "round-robin,oracle,previous-default,gie,default"
 
@@ -258,7 +263,7 @@ def main() -> int:
     unknown = [n for n in names if n not in PROFILES]
     if unknown:
         parser.error(f"argument --profiles: unknown {', '.join(unknown)}; known: {', '.join(PROFILES)}")
-    started = dt.datetime.now(dt.timezone.utc)
+    started = dt.datetime.now(dt.UTC)
     per_seed = [bench_configs(seed) for seed in range(args.seeds)]
     bench: dict[str, Any] = {}
     for workload in ("shared-prefix", "random"):
@@ -281,10 +286,12 @@ def main() -> int:
     md = [
         "# Routing profiles in the cluster simulator",
         "",
-        f"Run {meta['started']} with `python bench/routing/sim_profiles.py{' --full-size' if full else ''}`: "
-        f"the routing benchmark's replicas, workloads and full rate ladder (bench/routing/*.yaml), "
-        f"{args.seeds} seeds per profile; each cell is output tok/s / TTFT p90 (s) of a stage, the mean over seeds. "
-        "`oracle` sends each prefix group to one replica (perfect affinity, a yardstick, not a profile).",
+        (
+            f"Run {meta['started']} with `python bench/routing/sim_profiles.py{' --full-size' if full else ''}`: "
+            "the routing benchmark's replicas, workloads and full rate ladder (bench/routing/*.yaml), "
+            f"{args.seeds} seeds per profile; each cell is output tok/s / TTFT p90 (s) of a stage, the mean over "
+            "seeds. `oracle` sends each prefix group to one replica (perfect affinity, a yardstick, not a profile)."
+        ),
         "",
         "Default profile now: " + ", ".join(f"{s['type']} ×{s.get('weight', 1):g}" for s in meta["default_profile"]) + ".",
         "",

@@ -130,10 +130,12 @@ def test_prefix_index_counts_leading_blocks_per_endpoint() -> None:
 
 def test_prefix_index_lru_evicts_oldest_hashes() -> None:
     index = PrefixIndex(capacity_per_endpoint=3)
-    index.add("a", [1, 2, 3])
-    index.add("a", [1])  # refresh 1
-    index.add("a", [4])  # evicts 2, the least recently used
-    assert index.matched_blocks([1, 2]) == {"a": 1}
+    index.add("a", [1, 2, 3])  # a prompt's head is used last: 3, then 2, then 1
+    index.add("a", [4])  # evicts 3, the least recently used: the prompt's tail, not its head
+    assert index.matched_blocks([1, 2, 3]) == {"a": 2}
+    index.add("a", [2])  # refresh 2
+    index.add("a", [5])  # evicts 1
+    assert index.matched_blocks([1, 2]) == {}
     assert index.size() == 3
     index.forget("a")
     assert index.matched_blocks([1]) == {}

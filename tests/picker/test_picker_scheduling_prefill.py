@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import pytest
 
 from inferplane.picker.config import PickerConfig
@@ -9,7 +12,10 @@ from inferplane.picker.endpoints import Datastore, Endpoint, EndpointMetrics
 from inferplane.picker.request import InferenceRequest
 from inferplane.picker.scheduling import registry
 from inferplane.picker.scheduling.plugin import CycleContext
-from inferplane.picker.scheduling.prefill import PrefillBacklogParameters, PrefillBacklogScorer
+from inferplane.picker.scheduling.prefill import (
+    PrefillBacklogParameters,
+    PrefillBacklogScorer,
+)
 from inferplane.picker.scheduling.prefix import MATCHED_TOKENS_KEY, PrefixCacheScorer
 from inferplane.picker.scheduling.profile import build_scheduler
 
@@ -160,11 +166,14 @@ def _http_headers(pairs: dict[str, str]) -> object:
     )
 
 
-async def test_ext_proc_clears_the_backlog_on_the_first_response_chunk_not_the_headers() -> None:
+@asynccontextmanager
+async def ext_proc_with_backlog() -> AsyncIterator[tuple[object, Datastore, dict[str, float]]]:
+    """An ext_proc stream to a service whose profile is the prefill-backlog scorer alone, its
+    datastore, and the scorer's backlog; the request (a 400-character prompt) is already routed."""
     import orjson
     from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
     from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
-    from picker_support import grpc_server, wait_until
+    from picker_support import grpc_server
 
     from inferplane.picker.extproc import ExtProcService, add_to_server
     from inferplane.picker.metrics import PickerMetrics
@@ -176,55 +185,93 @@ async def test_ext_proc_clears_the_backlog_on_the_first_response_chunk_not_the_h
         datastore.record_scrape(ep, EndpointMetrics())
     metrics = PickerMetrics()
     scheduler = build_scheduler(config, datastore, metrics)
-    backlog = scheduler._response_scorers[0].backlog
     service = ExtProcService(scheduler, metrics, config.response_processing, config.objectives)
-    body = orjson.dumps({"model": "m", "prompt": "p" * 400, "stream": True})  # ~100 tokens
+    body = orjson.dumps({"model": "m", "prompt": "p" * 400, "stream": True})
     async with grpc_server(lambda server: add_to_server(service, server)) as channel:
         call = pb_grpc.ExternalProcessorStub(channel).Process()
         await call.write(pb.ProcessingRequest(request_headers=_http_headers({":method": "POST", ":path": "/v1/completions"})))
         await call.write(pb.ProcessingRequest(request_body=pb.HttpBody(body=body, end_of_stream=True)))
         await call.read()
         await call.read()
+        yield call, datastore, scheduler._response_scorers[0].backlog
+
+
+async def test_ext_proc_clears_the_backlog_on_the_first_response_chunk_not_the_headers() -> None:
+    from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+    from picker_support import wait_until
+
+    async with ext_proc_with_backlog() as (call, datastore, backlog):
         assert sum(backlog.values()) == 100  # the prompt's 400 characters at 4 a token
         await call.write(pb.ProcessingRequest(response_headers=_http_headers({":status": "200", "content-type": "text/event-stream"})))
         await call.read()
         assert sum(backlog.values()) == 100  # headers come before the prefill is done
         await call.write(pb.ProcessingRequest(response_body=pb.HttpBody(body=b'data: {"choices":[]}\n\n')))
         await call.read()
-        assert sum(backlog.values()) == 0
+        assert backlog == {}
         await call.write(pb.ProcessingRequest(response_body=pb.HttpBody(body=b"data: [DONE]\n\n", end_of_stream=True)))
         await call.read()
         await call.done_writing()
         await wait_until(lambda: all(ep.in_flight == 0 for ep in datastore.all()))
-        assert sum(backlog.values()) == 0
+        assert backlog == {}
 
 
-async def test_ext_proc_clears_the_backlog_of_a_request_that_ends_without_a_body() -> None:
-    import orjson
-    from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
-    from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
-    from picker_support import grpc_server, wait_until
+async def test_ext_proc_clears_the_backlog_of_a_request_that_ends_without_a_response() -> None:
+    from picker_support import wait_until
 
-    from inferplane.picker.extproc import ExtProcService, add_to_server
-    from inferplane.picker.metrics import PickerMetrics
-
-    config = PickerConfig.model_validate({"profile": {"scorers": [{"type": "prefill-backlog-scorer", "weight": 1}]}})
-    datastore = Datastore(staleness=1e9)
-    datastore.set_addresses(ADDRESSES)
-    for ep in datastore.all():
-        datastore.record_scrape(ep, EndpointMetrics())
-    metrics = PickerMetrics()
-    scheduler = build_scheduler(config, datastore, metrics)
-    backlog = scheduler._response_scorers[0].backlog
-    service = ExtProcService(scheduler, metrics, config.response_processing, config.objectives)
-    body = orjson.dumps({"model": "m", "prompt": "p" * 400})
-    async with grpc_server(lambda server: add_to_server(service, server)) as channel:
-        call = pb_grpc.ExternalProcessorStub(channel).Process()
-        await call.write(pb.ProcessingRequest(request_headers=_http_headers({":method": "POST", ":path": "/v1/completions"})))
-        await call.write(pb.ProcessingRequest(request_body=pb.HttpBody(body=body, end_of_stream=True)))
-        await call.read()
-        await call.read()
+    async with ext_proc_with_backlog() as (call, datastore, backlog):
         assert sum(backlog.values()) == 100
         await call.done_writing()  # the client went away before any response
         await wait_until(lambda: all(ep.in_flight == 0 for ep in datastore.all()))
-        assert sum(backlog.values()) == 0
+        assert backlog == {}
+
+
+# ---- the hot-spot filter ------------------------------------------------------------------------
+
+
+def test_the_hot_spot_filter_drops_only_endpoints_far_above_the_mean() -> None:
+    from inferplane.picker.scheduling.filters import HotSpotFilter, HotSpotParameters
+
+    eps = endpoints()
+    for ep, n in zip(eps, (30, 10, 5)):
+        ep.in_flight = n
+    # mean 15: the limit is 1.5 x 15 + 4 = 26.5
+    assert HotSpotFilter().filter(cycle(""), eps) == eps[1:]
+    eps[0].in_flight = 23  # mean 12.7, limit 23
+    kept = HotSpotFilter().filter(cycle(""), eps)
+    assert kept is eps  # nothing dropped: the same list, not a copy
+    strict = HotSpotFilter(parameters=HotSpotParameters(max_mean_multiple=1.0, slack=0))
+    assert strict.filter(cycle(""), eps) == eps[1:]  # 10 and 5 are at most the mean, 12.7
+
+
+def test_the_hot_spot_filter_never_drops_every_endpoint() -> None:
+    from inferplane.picker.scheduling.filters import HotSpotFilter, HotSpotParameters
+
+    eps = endpoints()
+    for ep in eps:
+        ep.in_flight = 7
+    assert HotSpotFilter(parameters=HotSpotParameters(max_mean_multiple=1.0, slack=0)).filter(cycle(""), eps) == eps
+    assert HotSpotFilter().filter(cycle(""), []) == []
+    with pytest.raises(ValueError, match="parameters.max_mean_multiple"):
+        registry.build("filter", "hot-spot-filter", parameters={"max_mean_multiple": 0.5})
+
+
+# ---- the prefix index sized from the server's cache geometry ------------------------------------
+
+
+def test_the_prefix_lru_can_follow_the_servers_kv_cache_size() -> None:
+    from inferplane.picker.scheduling.prefix import PrefixCacheParameters
+
+    follow = PrefixCacheScorer(parameters=PrefixCacheParameters(lru_capacity_from_server=True))
+    fixed = PrefixCacheScorer()
+    small = Endpoint(ADDRESSES[0], EndpointMetrics(num_gpu_blocks=4, block_size=16), updated_at=NOW)  # 64 tokens
+    unknown = Endpoint(ADDRESSES[1], EndpointMetrics(), updated_at=NOW)
+    prompt = "".join(f"{i:064d}" for i in range(10))  # 10 blocks of 64 characters = 160 tokens
+    for scorer_, ep in ((follow, small), (follow, unknown), (fixed, small)):
+        scorer_.on_picked(cycle(prompt), ep)
+    assert follow.index.size() == 4 + 10  # 4 blocks of 16 tokens on the small server, all 10 elsewhere
+    assert fixed.index.size() == 10
+    assert follow.server_capacity(small) == 4 and follow.server_capacity(unknown) is None
+    # what the small server keeps is the prompt's head: a later request still matches it there
+    again = cycle(prompt)
+    follow.score(again, [small, unknown])
+    assert again.request.state[MATCHED_TOKENS_KEY] == {ADDRESSES[0]: 4 * 16, ADDRESSES[1]: 10 * 16}

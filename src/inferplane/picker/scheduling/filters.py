@@ -88,11 +88,11 @@ class HotSpotFilter(Filter):
     Parameters = HotSpotParameters
 
     def filter(self, ctx: CycleContext, endpoints: list[Endpoint]) -> list[Endpoint]:
+        if not endpoints:
+            return endpoints
         p: HotSpotParameters = self.parameters  # type: ignore[assignment]
-        total = 0
-        for ep in endpoints:
-            total += ep.in_flight
-        limit = p.max_mean_multiple * total / len(endpoints) + p.slack if endpoints else 0.0
-        if not endpoints or max(ep.in_flight for ep in endpoints) <= limit:
+        counts = [ep.in_flight for ep in endpoints]
+        limit = p.max_mean_multiple * sum(counts) / len(counts) + p.slack
+        if max(counts) <= limit:
             return endpoints  # the common case: nothing to drop, no new list
-        return [ep for ep in endpoints if ep.in_flight <= limit]
+        return [ep for ep, n in zip(endpoints, counts) if n <= limit]

@@ -76,7 +76,7 @@ class PrefillBacklogScorer(Scorer):
         for address, cached in (matched or {}).items():
             i = where(address)
             if i is not None:
-                costs[i] -= cached if cached < prompt else prompt
+                costs[i] -= min(prompt, cached)
         return costs
 
     def score(self, ctx: CycleContext, endpoints: Sequence[Endpoint]) -> list[float]:
