@@ -98,10 +98,11 @@ NOTES = """\
 - **The prefill-backlog scorer** (uncached prompt tokens routed to an endpoint whose first token has
   not come back, plus the request's own uncached tokens there) moves on every pick and every first
   token, so it stops the herding. As a ratio `(min + 64) / (cost + 64)` at ×1 it only decides among
-  endpoints otherwise alike. Stronger (×3, with or without in-flight ×1, or as a difference with a
-  token tolerance) it wins at the benchmark's scale too but collapses at full size (57 QPS and up,
-  or from 20 QPS with a fixed tolerance of 2,048 tokens): predicted TTFT alone does not see that a
-  miss also evicts other groups' prefixes.
+  endpoints otherwise alike. Stronger it does as well at the benchmark's scale but collapses at full
+  size: ×3 with queue ×1 and in-flight ×1 (the last row) from 57 QPS; in exploration runs not
+  tabled here, ×3 with GIE's weights from 40 QPS, and a difference `1 - (cost - min) / 2048` instead
+  of the ratio from 20 QPS. Predicted TTFT alone does not see that a miss also evicts other groups'
+  prefixes, so it must not outvote the prefix scorer.
 - **The hot-spot filter** (drop endpoints above 1.5x the mean in-flight count + 4) never triggers on
   these workloads (identical numbers with and without it); it is there for a workload with one
   dominant prefix, where prefix weights alone pile everything onto one replica (design.md §4).
@@ -285,13 +286,55 @@ def checks(bench: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
+def profile_text(config: PickerConfig) -> str:
+    """``hot-spot-filter; queue-scorer ×2, ...``: a profile in one line."""
+    filters = "".join(f"{f.type}; " for f in config.profile.filters)
+    return filters + ", ".join(f"{s.type} ×{s.weight:g}" for s in config.profile.scorers)
+
+
+def render(meta: dict[str, Any], bench: dict[str, Any], full: dict[str, Any] | None) -> str:
+    """The markdown report of one run (its JSON holds everything needed)."""
+    md = [
+        "# Routing profiles in the cluster simulator",
+        "",
+        (
+            f"Run {meta['started']} with `python bench/routing/sim_profiles.py{' --full-size' if full else ''}`: "
+            "the routing benchmark's replicas, workloads and full rate ladder (bench/routing/*.yaml), "
+            f"{meta['seeds']} seeds per profile; each cell is output tok/s / TTFT p90 (s) of a stage, the mean over "
+            "seeds. `oracle` sends each prefix group to one replica (perfect affinity, a yardstick, not a profile)."
+        ),
+        "",
+        f"Default profile now: {meta['default_profile']}.",
+        "",
+    ]
+    for workload, results in bench.items():
+        md += [f"## {workload}", "", *table(results), ""]
+    md += ["## Checks", "", *checks(bench), ""]
+    if full:
+        md += [
+            "## Full size (llm-d's ladder, design.md §6; seed 0; the first 15 QPS stage is the warm-up)",
+            "",
+            *table(full),
+            "",
+        ]
+    md += [NOTES]
+    return "\n".join(md)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profiles", default=DEFAULT_SET, help=f"comma-separated, of: {', '.join(PROFILES)}")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per profile (default 3)")
     parser.add_argument("--full-size", action="store_true", help="also llm-d's full-size ladder (seed 0)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="directory for routing-sim.{json,md}")
+    parser.add_argument("--render", action="store_true", help="only rewrite routing-sim.md from routing-sim.json")
     args = parser.parse_args()
+    if args.render:
+        saved = json.loads((args.out / "routing-sim.json").read_text())
+        text = render(saved["meta"], saved["bench"], saved["full_size"])
+        (args.out / "routing-sim.md").write_text(text)
+        print(text)
+        return 0
     names = args.profiles.split(",")
     unknown = [n for n in names if n not in PROFILES]
     if unknown:
@@ -310,33 +353,14 @@ def main() -> int:
         "started": started.isoformat(timespec="seconds"),
         "python": platform.python_version(),
         "seeds": args.seeds,
-        "default_profile": [s.model_dump(exclude_defaults=True) for s in PickerConfig().profile.scorers],
-        "profiles": {n: PROFILES[n] if isinstance(PROFILES[n], str) else
-                     [s.model_dump(exclude_defaults=True) for s in PROFILES[n].profile.scorers] for n in names},  # type: ignore[union-attr]
+        "default_profile": profile_text(PickerConfig()),
+        "profiles": {n: PROFILES[n] if isinstance(PROFILES[n], str) else profile_text(PROFILES[n]) for n in names},  # type: ignore[arg-type]
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "routing-sim.json").write_text(json.dumps({"meta": meta, "bench": bench, "full_size": full}, indent=1))
-    md = [
-        "# Routing profiles in the cluster simulator",
-        "",
-        (
-            f"Run {meta['started']} with `python bench/routing/sim_profiles.py{' --full-size' if full else ''}`: "
-            "the routing benchmark's replicas, workloads and full rate ladder (bench/routing/*.yaml), "
-            f"{args.seeds} seeds per profile; each cell is output tok/s / TTFT p90 (s) of a stage, the mean over "
-            "seeds. `oracle` sends each prefix group to one replica (perfect affinity, a yardstick, not a profile)."
-        ),
-        "",
-        "Default profile now: " + ", ".join(f"{s['type']} ×{s.get('weight', 1):g}" for s in meta["default_profile"]) + ".",
-        "",
-    ]
-    for workload, results in bench.items():
-        md += [f"## {workload}", "", *table(results), ""]
-    md += ["## Checks", "", *checks(bench), ""]
-    if full:
-        md += ["## Full size (llm-d's ladder, design.md §6; seed 0)", "", *table(full), ""]
-    md += [NOTES]
-    (args.out / "routing-sim.md").write_text("\n".join(md))
-    print("\n".join(md))
+    text = render(meta, bench, full)
+    (args.out / "routing-sim.md").write_text(text)
+    print(text)
     return 0
 
 
