@@ -7,6 +7,11 @@ what the prefix-cache scorer believes the endpoint holds (that scorer must come 
 profile; without it every prompt counts as uncached everywhere). A prefill costs time per token, so
 the cost reads as a predicted time to first token in token units; unlike the request counts of the
 queue and in-flight scorers it tells a 60-token cache hit from a 360-token miss.
+
+The ext_proc service reports a response as started on its first body chunk: vLLM's first SSE
+event comes once the first token exists (for chat, the role event just before it), so that ends the
+prefill. A server that streams an event before prefilling (inferplane's own server sends the chat
+role event at once) ends the backlog early for chat requests; completions are unaffected.
 """
 
 from __future__ import annotations
