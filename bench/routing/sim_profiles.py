@@ -100,7 +100,7 @@ NOTES = """\
   token, so it stops the herding. As a ratio `(min + 64) / (cost + 64)` at ×1 it only decides among
   endpoints otherwise alike. Stronger it does as well at the benchmark's scale but collapses at full
   size: ×3 with queue ×1 and in-flight ×1 (the last row) from 57 QPS; in exploration runs not
-  tabled here, ×3 with GIE's weights from 40 QPS, and a difference `1 - (cost - min) / 2048` instead
+  tabled here, ×3 with GIE's weights from 40 QPS, ×2 with them (and the filter) from 43 QPS, and a difference `1 - (cost - min) / 2048` instead
   of the ratio from 20 QPS. Predicted TTFT alone does not see that a miss also evicts other groups'
   prefixes, so it must not outvote the prefix scorer.
 - **The hot-spot filter** (drop endpoints above 1.5x the mean in-flight count + 4) never triggers on
