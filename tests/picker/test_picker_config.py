@@ -27,8 +27,9 @@ def test_defaults_follow_the_gie_ports_and_profile() -> None:
         "queue-scorer": 2,
         "kv-cache-utilization-scorer": 2,
         "prefix-cache-scorer": 3,
-        "in-flight-scorer": 3,
+        "prefill-backlog-scorer": 1,
     }
+    assert [f.type for f in config.profile.filters] == ["hot-spot-filter"]
     assert config.profile.picker.type == "max-score-picker"
     assert config.saturation.parameters == {"queue_threshold": 5, "kv_cache_threshold": 0.8}
 

@@ -142,10 +142,12 @@ def test_prefix_index_counts_leading_blocks_per_endpoint() -> None:
 
 def test_prefix_index_lru_evicts_oldest_hashes() -> None:
     index = PrefixIndex(capacity_per_endpoint=3)
-    index.add("a", [1, 2, 3])
-    index.add("a", [1])  # refresh 1
-    index.add("a", [4])  # evicts 2, the least recently used
-    assert index.matched_blocks([1, 2]) == {"a": 1}
+    index.add("a", [1, 2, 3])  # a prompt's head is used last: 3, then 2, then 1
+    index.add("a", [4])  # evicts 3, the least recently used: the prompt's tail, not its head
+    assert index.matched_blocks([1, 2, 3]) == {"a": 2}
+    index.add("a", [2])  # refresh 2
+    index.add("a", [5])  # evicts 1
+    assert index.matched_blocks([1, 2]) == {}
     assert index.size() == 3
     index.forget("a")
     assert index.matched_blocks([1]) == {}
@@ -286,7 +288,9 @@ def test_scheduler_spreads_a_burst_between_scrapes() -> None:
     for i in range(40):  # metrics never change: only the in-flight counts move
         scheduler.schedule(chat(system + f"user {i}"))[0].in_flight += 1
     loads = sorted(ep.in_flight for ep in datastore.all())
-    assert loads[-1] <= 2 * loads[0] + 2, loads  # no endpoint takes the lion's share
+    # no endpoint takes the lion's share: the hot-spot filter's bound, 1.5x the mean in flight + 4
+    assert loads[-1] <= 1.5 * 40 / 4 + 4, loads
+    assert loads[-2] > 0, loads  # the prefix was copied to a second endpoint, not left on one
 
 
 def test_scheduler_errors() -> None:

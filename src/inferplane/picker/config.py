@@ -57,22 +57,30 @@ class SaturationSpec(PluginSpec):
 
 
 def default_scorers() -> list[ScorerSpec]:
-    """GIE v1.5's default profile (queue ×2, kv ×2, prefix ×3) plus the picker's in-flight count ×3.
+    """GIE v1.5's default profile (queue ×2, kv ×2, prefix ×3) plus the prefill backlog ×1.
 
-    Why in-flight, at ×3: it is the only load signal that moves between two scrapes (50 ms). Without
-    it a burst of requests sharing a prefix all lands on the one endpoint the prefix scorer likes,
-    since queue and KV scores are identical for everyone until the next scrape: the hot spot of
-    vllm-router's and sglang-router's cache_aware (design.md §4). At the prefix scorer's weight, its
-    tolerance reads directly as "a full prefix hit is worth up to T extra requests in flight"
-    (T = max(4, half the mean in-flight count)); beyond that, load wins. Queue and KV (×2 each)
-    then keep the GIE behaviour whenever the scraped metrics do differ.
+    Why the prefill backlog: a request is invisible to every scraped signal from the moment it is
+    routed until the server has queued it (its API server tokenizes first) and the next scrape
+    runs; meanwhile queue and KV look the same and a burst lands on one endpoint. The backlog (the
+    uncached prompt tokens routed to an endpoint whose first token has not come back) moves on
+    every pick and every first token, and it tells a cached 60-token question from a 7,000-token
+    miss. As a ratio at ×1 it decides between endpoints that are otherwise alike (cold starts,
+    prompts without shared prefixes) but cannot pull a shared prefix away from the endpoint holding
+    it under load, which thrashes the KV caches (bench/results/routing-sim.md: the previous
+    default, with the in-flight count ×3, lost prefix affinity from 40 QPS at full size). The
+    prefix-cache scorer must come before it: it reads that scorer's matches.
     """
     return [
         ScorerSpec(type="queue-scorer", weight=2),
         ScorerSpec(type="kv-cache-utilization-scorer", weight=2),
         ScorerSpec(type="prefix-cache-scorer", weight=3),
-        ScorerSpec(type="in-flight-scorer", weight=3),
+        ScorerSpec(type="prefill-backlog-scorer", weight=1),
     ]
+
+
+def default_filters() -> list[FilterSpec]:
+    """The hot-spot filter: no endpoint holds more than 1.5x the mean of the requests in flight (+4)."""
+    return [FilterSpec(type="hot-spot-filter")]
 
 
 class ProfileConfig(BaseModel):
@@ -80,7 +88,7 @@ class ProfileConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    filters: list[FilterSpec] = Field(default_factory=list)
+    filters: list[FilterSpec] = Field(default_factory=default_filters)
     scorers: list[ScorerSpec] = Field(default_factory=default_scorers)
     picker: PickerSpec = Field(default_factory=lambda: PickerSpec(type="max-score-picker"))
 

@@ -419,6 +419,8 @@ class RequestStream:
     def on_response_body(self, message: pb.ProcessingRequest) -> list[pb.ProcessingResponse]:
         chunk = message.response_body.body
         end = message.response_body.end_of_stream
+        if not self.response_bytes and chunk:
+            self._response_started()  # the first token (of a stream): the prompt is prefilled
         self.response_bytes += len(chunk)
         if chunk and not self.first_byte_at and (not self.sse or has_token(chunk)):
             self.first_byte_at = time.perf_counter()
@@ -516,10 +518,16 @@ class RequestStream:
         if self.span is not None:
             self.span.end()
 
+    def _response_started(self) -> None:
+        """Tell the scheduler the picked endpoint has started answering (prefill-aware scorers)."""
+        if self.picked and self.request is not None:
+            self.service.scheduler.response_started(self.request, self.picked[0])
+
     def _release_endpoint(self) -> None:
         """Count the request out of its endpoint's in-flight requests, once."""
         if not self.released:
             self.released = True
+            self._response_started()  # a no-op unless it ended before its first body chunk
             for endpoint in self.picked[:1]:
                 endpoint.request_finished(self.generation)
 

@@ -61,3 +61,37 @@ class NotSaturatedFilter(Filter):
             and m.kv_cache_usage / p.kv_cache_threshold < 1.0
         ]
         return kept or endpoints
+
+
+class HotSpotParameters(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    #: Endpoints with more requests in flight than this multiple of the candidates' mean ...
+    max_mean_multiple: float = Field(1.5, ge=1.0)
+    #: ... plus this many are dropped (the slack keeps a light load from counting as a hot spot).
+    slack: float = Field(4, ge=0)
+
+
+@register()
+class HotSpotFilter(Filter):
+    """Drop endpoints holding far more of this picker's requests in flight than the average:
+    ``in_flight > max_mean_multiple × mean + slack``.
+
+    Prefix affinity without load awareness piles a popular prefix onto one endpoint (the cache_aware
+    routers' hot spot, design.md §4). Scorers trade affinity against load by weights, which either
+    lets the hot spot grow or, set strong enough to prevent it, scatters prefixes under ordinary
+    load; this filter only acts on the hot spot itself, and the request then seeds a second copy
+    of the prefix elsewhere. The least loaded endpoint is never above the mean, so some always stay.
+    """
+
+    type_name = "hot-spot-filter"
+    Parameters = HotSpotParameters
+
+    def filter(self, ctx: CycleContext, endpoints: list[Endpoint]) -> list[Endpoint]:
+        if not endpoints:
+            return endpoints
+        p: HotSpotParameters = self.parameters  # type: ignore[assignment]
+        counts = [ep.in_flight for ep in endpoints]
+        limit = p.max_mean_multiple * sum(counts) / len(counts) + p.slack
+        if max(counts) <= limit:
+            return endpoints  # the common case: nothing to drop, no new list
+        return [ep for ep, n in zip(endpoints, counts) if n <= limit]

@@ -25,6 +25,17 @@ class CycleContext:
     request: InferenceRequest
     now: float
     staleness: float
+    _positions: dict[str, int] | None = None
+    _positions_of: Sequence[Endpoint] | None = None
+
+    def positions(self, endpoints: Sequence[Endpoint]) -> dict[str, int]:
+        """``{address: index in endpoints}``, built once per candidate list: scorers that know a few
+        addresses (a prefix match, a backlog) update just those scores instead of looking up every
+        endpoint."""
+        if self._positions_of is not endpoints or self._positions is None:
+            self._positions = {ep.address: i for i, ep in enumerate(endpoints)}
+            self._positions_of = endpoints
+        return self._positions
 
 
 class Plugin:
@@ -56,6 +67,13 @@ class Scorer(Plugin):
 
     def on_picked(self, ctx: CycleContext, endpoint: Endpoint) -> None:
         """The request was sent to ``endpoint`` (scorers that learn from routing override this)."""
+
+    def on_response_started(self, request: InferenceRequest, endpoint: Endpoint) -> None:
+        """The response to ``request`` (sent to ``endpoint``) began: its prompt is prefilled.
+
+        Called on the first response body chunk (the first token of a stream), or when the request
+        ends without one; it may come more than once for a request, so overrides must be idempotent.
+        """
 
     def forget_endpoint(self, address: str) -> None:
         """``address`` left the pool: drop any state kept about it."""

@@ -20,6 +20,9 @@ from inferplane.picker.scheduling.plugin import CycleContext, Scorer
 from inferplane.picker.scheduling.registry import register
 
 _STATE_KEY = "prefix-cache-scorer.hashes"
+#: ``InferenceRequest.state`` key where the scorer leaves, per endpoint address, how many leading
+#: prompt tokens it believes that endpoint has cached (absent: none); later scorers may read it.
+MATCHED_TOKENS_KEY = "prefix-cache-scorer.matched-tokens"
 
 
 def block_hashes(model: str, prompt: str, block_bytes: int, max_blocks: int) -> list[int]:
@@ -47,6 +50,10 @@ class PrefixCacheParameters(BaseModel):
     max_prefix_blocks: int = Field(256, ge=1)
     #: Block hashes remembered per endpoint before the least recently used are forgotten.
     lru_capacity_per_endpoint: int = Field(31250, ge=1)
+    #: Size each endpoint's LRU from its scraped cache geometry instead (``vllm:cache_config_info``:
+    #: num_gpu_blocks × block_size tokens), so the index forgets about as fast as the server evicts;
+    #: endpoints that do not export it keep ``lru_capacity_per_endpoint``.
+    lru_capacity_from_server: bool = False
     #: Prompts shorter than this many blocks earn a proportionally smaller score: the score is
     #: ``matched / max(total, full_score_blocks)``. A short prompt costs little to prefill again, so
     #: load, not a cached system-prompt fragment, should decide where it goes. 1 = the GIE reference.
@@ -61,13 +68,16 @@ class PrefixIndex:
         self._holders: dict[int, set[str]] = {}
         self._lru: dict[str, OrderedDict[int, None]] = {}
 
-    def add(self, address: str, hashes: Sequence[int]) -> None:
+    def add(self, address: str, hashes: Sequence[int], capacity: int | None = None) -> None:
+        """Remember ``hashes`` as routed to ``address``, keeping at most ``capacity`` (default: the index's)."""
         lru = self._lru.get(address)
         if lru is None:
             lru = self._lru[address] = OrderedDict()
         holders = self._holders
         touch = lru.move_to_end
-        for h in hashes:
+        # last block first: a prompt's leading blocks end up the most recently used and are evicted
+        # last, as vLLM frees a request's blocks tail first (a prefix is useless without its head)
+        for h in reversed(hashes):
             if h in lru:
                 touch(h)
             else:
@@ -77,7 +87,8 @@ class PrefixIndex:
                     holders[h] = {address}
                 else:
                     owners.add(address)
-        while len(lru) > self.capacity:
+        limit = self.capacity if capacity is None else capacity
+        while len(lru) > limit:
             old, _ = lru.popitem(last=False)
             owners = holders.get(old)
             if owners is not None:
@@ -135,6 +146,8 @@ class PrefixCacheScorer(Scorer):
         super().__init__(name, parameters)
         p: PrefixCacheParameters = self.parameters  # type: ignore[assignment]
         self.block_bytes = p.block_size_tokens * p.chars_per_token
+        self.block_tokens = p.block_size_tokens
+        self.capacity_from_server = p.lru_capacity_from_server
         self.max_blocks = p.max_prefix_blocks
         self.full_score_blocks = p.full_score_blocks
         self.index = PrefixIndex(p.lru_capacity_per_endpoint)
@@ -151,12 +164,21 @@ class PrefixCacheScorer(Scorer):
     def score(self, ctx: CycleContext, endpoints: Sequence[Endpoint]) -> list[float]:
         hashes = self.hashes(ctx)
         if not hashes:
+            ctx.request.state[MATCHED_TOKENS_KEY] = {}
             return [0.0] * len(endpoints)
         matched = self.index.matched_blocks(hashes)
+        block_tokens = self.block_tokens
+        ctx.request.state[MATCHED_TOKENS_KEY] = {address: n * block_tokens for address, n in matched.items()}
         if not matched:
             return [0.0] * len(endpoints)
         total = max(len(hashes), self.full_score_blocks)
-        return [matched.get(ep.address, 0) / total for ep in endpoints]
+        scores = [0.0] * len(endpoints)
+        where = ctx.positions(endpoints).get
+        for address, blocks in matched.items():
+            i = where(address)
+            if i is not None:
+                scores[i] = blocks / total
+        return scores
 
     def forget_endpoint(self, address: str) -> None:
         self.index.forget(address)
@@ -164,4 +186,11 @@ class PrefixCacheScorer(Scorer):
     def on_picked(self, ctx: CycleContext, endpoint: Endpoint) -> None:
         hashes = self.hashes(ctx)
         if hashes:
-            self.index.add(endpoint.address, hashes)
+            self.index.add(endpoint.address, hashes, self.server_capacity(endpoint))
+
+    def server_capacity(self, endpoint: Endpoint) -> int | None:
+        """The endpoint's KV cache in this scorer's blocks, when configured to follow it and it is known."""
+        m = endpoint.metrics
+        if not self.capacity_from_server or m is None or not m.num_gpu_blocks or not m.block_size:
+            return None
+        return max(1, m.num_gpu_blocks * m.block_size // self.block_tokens)

@@ -221,6 +221,7 @@ def _run(config: ClusterConfig, router: Router, arrivals: Iterable[Arrival], pro
                     i = int(request.request_id)
                     first_token[i] = now
                     cached[i] = request.num_cached_tokens
+                    router.first_token(i)
                 else:
                     later += 1
                 if request.finish_reason is not None:

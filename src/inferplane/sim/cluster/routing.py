@@ -4,7 +4,9 @@
 from a :class:`~inferplane.picker.config.PickerConfig` over a real
 :class:`~inferplane.picker.endpoints.Datastore`, which the loop fills with scraped replica metrics
 every ``scrape_interval`` of virtual time, and keeps the in-flight counts as the ext_proc service
-does (incremented when routed, :meth:`Endpoint.request_finished` when the response ends).
+does (incremented when routed, :meth:`Endpoint.request_finished` when the response ends), and
+tells the scheduler when a response starts (the first token), as the ext_proc service does on the
+first response body chunk.
 """
 
 from __future__ import annotations
@@ -38,6 +40,10 @@ class Router(Protocol):
         """The replica for request ``index``."""
         ...
 
+    def first_token(self, index: int) -> None:
+        """Request ``index`` produced its first token (its response started)."""
+        ...
+
     def finished(self, index: int) -> None:
         """Request ``index`` finished (its response ended)."""
         ...
@@ -62,6 +68,9 @@ class RoundRobinRouter:
         picked = self.next
         self.next = (picked + 1) % self.replicas
         return picked
+
+    def first_token(self, index: int) -> None:
+        pass
 
     def finished(self, index: int) -> None:
         pass
@@ -98,7 +107,7 @@ class PickerRouter:
         self.endpoints: list[Endpoint] = [self.datastore.get(a) for a in self.addresses]  # type: ignore[misc]
         self.index_of = {id(ep): i for i, ep in enumerate(self.endpoints)}
         self.scheduler = build_scheduler(config, self.datastore)
-        self.routed: dict[int, tuple[Endpoint, int]] = {}
+        self.routed: dict[int, tuple[Endpoint, int, InferenceRequest]] = {}
 
     def route(self, index: int, arrival: Arrival, model: str) -> int:
         prompt = arrival.prompt
@@ -118,11 +127,16 @@ class PickerRouter:
             # memoise what is a pure function of the text, for the prompt's next request
             prompt.picker_state = {k: v for k, v in request.state.items() if k in TEXT_DERIVED_STATE}
         endpoint.in_flight += 1
-        self.routed[index] = (endpoint, endpoint.scrape_generation)
+        self.routed[index] = (endpoint, endpoint.scrape_generation, request)
         return self.index_of[id(endpoint)]
 
+    def first_token(self, index: int) -> None:
+        endpoint, _, request = self.routed[index]
+        self.scheduler.response_started(request, endpoint)
+
     def finished(self, index: int) -> None:
-        endpoint, generation = self.routed.pop(index)
+        endpoint, generation, request = self.routed.pop(index)
+        self.scheduler.response_started(request, endpoint)  # a no-op unless it ended before its first token
         endpoint.request_finished(generation)
 
     def scrape(self, now: float, replicas: Sequence[Replica], changed: list[bool]) -> None:
@@ -158,10 +172,10 @@ def named_profiles() -> dict[str, PickerConfig]:
     """Picker configurations known by name."""
 
     def scorers(*pairs: tuple[str, float]) -> ProfileConfig:
-        return ProfileConfig(scorers=[ScorerSpec(type=t, weight=w) for t, w in pairs])
+        return ProfileConfig(filters=[], scorers=[ScorerSpec(type=t, weight=w) for t, w in pairs])
 
     return {
-        # The picker's default: queue x2, kv x2, prefix x3, in-flight x3.
+        # The picker's default: hot-spot filter; queue x2, kv x2, prefix x3, prefill backlog x1.
         "default": PickerConfig(),
         # GIE v1.5's default (llm-d's "estimated" prefix scheduling): queue x2, kv x2, prefix x3.
         "gie": PickerConfig(
@@ -169,6 +183,13 @@ def named_profiles() -> dict[str, PickerConfig]:
         ),
         # llm-d's "load-scheduling": queue x1, kv x1.
         "load-only": PickerConfig(profile=scorers(("queue-scorer", 1), ("kv-cache-utilization-scorer", 1))),
+        # The picker's default before the prefill backlog (bench/results/routing-sim.md): queue x2,
+        # kv x2, prefix x3, in-flight x3.
+        "in-flight": PickerConfig(
+            profile=scorers(
+                ("queue-scorer", 2), ("kv-cache-utilization-scorer", 2), ("prefix-cache-scorer", 3), ("in-flight-scorer", 3)
+            )
+        ),
     }
 
 
