@@ -120,6 +120,11 @@ def plan(config: PlatformConfig, run_dir: Path, source: str = "configuration") -
     ]
     endpoints = [f"{_connect_host(s.host)}:{s.port}" for s in servers]
     picker_raw: dict[str, Any] = {"telemetry": config.observe.telemetry(), **config.picker, "endpoints": endpoints}
+    if base.engine == "openvino" and "profile" not in config.picker:
+        # CPU replicas: a replica streaming an answer is busy although its queue is empty.
+        from inferplane.picker.config import cpu_engine_scorers
+
+        picker_raw["profile"] = {"scorers": [spec.model_dump() for spec in cpu_engine_scorers()]}
     # Where `inferplane rollout --run-dir` writes its weighted model rewrites (re-read, no restart).
     picker_raw.setdefault("model_rewrites_file", str(run_dir / "model-rewrites.yaml"))
     gateway_raw: dict[str, Any] = {**config.gateway, "pool_endpoints": endpoints}

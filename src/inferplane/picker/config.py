@@ -78,6 +78,19 @@ def default_scorers() -> list[ScorerSpec]:
     ]
 
 
+def cpu_engine_scorers() -> list[ScorerSpec]:
+    """The default scorers plus the picker's in-flight count ×3, for model servers on CPU cores.
+
+    On a CPU engine every decoding sequence takes its share of a few cores, so a replica streaming
+    one long answer is busy in a way the scraped queue (zero) and KV use (a few percent) do not
+    show; the in-flight count does. On GPUs, where one more sequence in the batch costs little and
+    prefix affinity is what matters, it cost throughput under load (bench/results/routing-sim.md),
+    so it is not in the general default. ``inferplane up`` uses this profile for its OpenVINO
+    replicas unless the configuration names a profile.
+    """
+    return [*default_scorers(), ScorerSpec(type="in-flight-scorer", weight=3)]
+
+
 def default_filters() -> list[FilterSpec]:
     """The hot-spot filter: no endpoint holds more than 1.5x the mean of the requests in flight (+4)."""
     return [FilterSpec(type="hot-spot-filter")]
