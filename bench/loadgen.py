@@ -41,6 +41,8 @@ class Outcome:
     reason: str | None = None
     ttft: float | None = None
     e2e: float | None = None
+    #: Seconds from the start of the load to when this request ended.
+    ended_at: float = 0.0
 
 
 async def pool_capacity(urls: list[str], model: str, seconds: float, concurrency: int) -> float:
@@ -63,7 +65,7 @@ async def pool_capacity(urls: list[str], model: str, seconds: float, concurrency
     return done / (time.monotonic() - start)
 
 
-async def _one(client: httpx.AsyncClient, url: str, body: dict, headers: Mapping[str, str]) -> Outcome:
+async def _one(client: httpx.AsyncClient, url: str, body: dict, headers: Mapping[str, str], origin: float) -> Outcome:
     start = time.monotonic()
     first: float | None = None
     try:
@@ -73,12 +75,13 @@ async def _one(client: httpx.AsyncClient, url: str, body: dict, headers: Mapping
                     choices = orjson.loads(line[6:]).get("choices") or [{}]
                     if (choices[0].get("delta") or {}).get("content"):
                         first = time.monotonic() - start
+            end = time.monotonic()
             return Outcome(response.status_code, response.headers.get("x-inference-request-dropped-reason"),
-                           first, time.monotonic() - start)
+                           first, end - start, end - origin)
     except httpx.TimeoutException:
-        return Outcome(0, "client-timeout")
+        return Outcome(0, "client-timeout", ended_at=time.monotonic() - origin)
     except httpx.TransportError as exc:
-        return Outcome(0, type(exc).__name__)
+        return Outcome(0, type(exc).__name__, ended_at=time.monotonic() - origin)
 
 
 async def open_loop(base_url: str, model: str, rate: float, seconds: float, headers: Mapping[str, str],
@@ -88,10 +91,11 @@ async def open_loop(base_url: str, model: str, rate: float, seconds: float, head
     url = f"{base_url}/chat/completions"
     async with httpx.AsyncClient(timeout=timeout_s, limits=httpx.Limits(max_connections=4096)) as client:
         tasks: list[asyncio.Task[Outcome]] = []
-        stop = time.monotonic() + seconds
+        origin = time.monotonic()
+        stop = origin + seconds
         i = first_id
         while time.monotonic() < stop:
-            tasks.append(asyncio.create_task(_one(client, url, chat_body(i, model, stream=True), headers)))
+            tasks.append(asyncio.create_task(_one(client, url, chat_body(i, model, stream=True), headers, origin)))
             i += 1
             await asyncio.sleep(rng.expovariate(rate))
         return list(await asyncio.gather(*tasks))
@@ -102,12 +106,18 @@ def ttfts(outcomes: list[Outcome]) -> list[float]:
 
 
 def summary(outcomes: list[Outcome], seconds: float) -> dict:
-    """Counts by status and drop reason, served rate, TTFT percentiles."""
+    """Counts by status and drop reason, served rate, TTFT percentiles.
+
+    The served rate divides by the arrival window or, when queued requests were still being served
+    after it, by the time until the last request ended (so queued work is not counted as throughput
+    of the window)."""
     statuses: dict[str, int] = {}
     for o in outcomes:
         key = str(o.status) if o.reason is None else f"{o.status} {o.reason}"
         statuses[key] = statuses.get(key, 0) + 1
     served = ttfts(outcomes)
-    return {"sent": len(outcomes), "outcomes": statuses, "served_rps": round(len(served) / seconds, 3),
+    span = max([seconds, *(o.ended_at for o in outcomes)])
+    return {"sent": len(outcomes), "outcomes": statuses, "served_rps": round(len(served) / span, 3),
+            "span_s": round(span, 1),
             "ttft_p50_s": round(percentile(served, 50), 4), "ttft_p90_s": round(percentile(served, 90), 4),
             "ttft_p99_s": round(percentile(served, 99), 4)}

@@ -62,7 +62,7 @@ async def phases(args: argparse.Namespace, platform: Platform) -> dict:
         open_loop(base, model, 3 * (cap - rate), seconds, {OBJECTIVE: "sheddable"}, seed=2, first_id=1_000_000),
     )
     mixed, shed = both
-    served_critical = len(ttfts(mixed)) / seconds
+    served_critical = summary(mixed, seconds)["served_rps"]
     spare = cap - served_critical
     shed_summary = summary(shed, seconds)
     res["priority"] = {
@@ -104,8 +104,8 @@ async def phases(args: argparse.Namespace, platform: Platform) -> dict:
         "heavy_offered_rps": round(6.0 * cap, 3),
         "light": summary(light_sat, seconds),
         "heavy": summary(heavy_sat, seconds),
-        "light_share_of_capacity": round(len(ttfts(light_sat)) / seconds / cap, 3),
-        "heavy_share_of_capacity": round(len(ttfts(heavy_sat)) / seconds / cap, 3),
+        "light_share_of_capacity": round(summary(light_sat, seconds)["served_rps"] / cap, 3),
+        "heavy_share_of_capacity": round(summary(heavy_sat, seconds)["served_rps"] / cap, 3),
         "unanswered": sum(1 for o in [*light_sat, *heavy_sat] if o.status == 0),
     }
     return res
