@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import yaml
 
@@ -42,6 +43,34 @@ def free_port_range(count: int) -> int:
             for s in sockets:
                 s.close()
     raise RuntimeError("no range of free ports")
+
+
+def process_alive(pid: int) -> bool:
+    """The process exists and is not a zombie (a zombie is dead for our purposes)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().split()[2] != "Z"
+
+
+def wait_healthy(url: str, process: subprocess.Popen, attempts: int = 300, interval: float = 0.2) -> None:
+    """Poll ``url`` until it answers 200; AssertionError with the process's output if it exits first."""
+    for _ in range(attempts):
+        if process.poll() is not None:
+            pipe = process.stdout or process.stderr
+            output = pipe.read() if pipe is not None else ""
+            if isinstance(output, bytes):
+                output = output.decode(errors="replace")
+            raise AssertionError(f"server exited: {output[-2000:]}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(interval)
+    raise AssertionError(f"server at {url} did not become healthy")
 
 
 def port_is_free(port: int) -> bool:

@@ -7,9 +7,9 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 from models_support import make_version, payload, subprocess_env
+from platform_runner import wait_healthy
 
 from inferplane.models.cache import cache_path, ensure_cached
 from inferplane.models.serving import load_for_server, model_file
@@ -93,14 +93,7 @@ def test_serve_loads_by_store_url(store_dir: Path, tmp_path: Path) -> None:
          "--model", f"store://{store_dir}#org/m", "--model-cache-dir", str(tmp_path / "c")],
         env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        for _ in range(300):
-            assert process.poll() is None, process.stdout.read() if process.stdout else ""
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
+        wait_healthy(f"http://127.0.0.1:{port}/health", process)
         assert [lease.pid for lease in live_leases(store, "org/m", "v1")] == [process.pid]
     finally:
         process.terminate()

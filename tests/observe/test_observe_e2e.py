@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -21,7 +20,13 @@ import openai
 import pytest
 import redis
 from otlp_receiver import OtlpReceiver
-from platform_runner import Platform, free_port, port_is_free, start_platform
+from platform_runner import (
+    Platform,
+    free_port,
+    port_is_free,
+    process_alive,
+    start_platform,
+)
 
 from inferplane.observe import dashboards
 
@@ -85,17 +90,8 @@ def platform(tmp_path_factory, receiver: OtlpReceiver, prometheus_port: int, asy
     pids = [running.pid(name) for name in ("prometheus", "server-0", "picker", "envoy")]
     assert running.stop() == 0, "\n".join(running.lines[-40:])
     for pid in pids:
-        assert not _alive(pid), f"process {pid} outlived inferplane up"
+        assert not process_alive(pid), f"process {pid} outlived inferplane up"
     assert port_is_free(prometheus_port)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open(f"/proc/{pid}/stat") as stat:
-        return stat.read().split()[2] != "Z"
 
 
 def _tcp_open(port: int) -> bool:

@@ -5,16 +5,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from oip_support import free_port
+from platform_runner import wait_healthy
 from tritonclient.utils import InferenceServerException
 
 pytestmark = pytest.mark.integration
@@ -28,17 +27,7 @@ def ports(repo: Path, cache_dir: Path) -> Iterator[tuple[int, int]]:
     command += ["--port", str(http_port), "--grpc-port", str(grpc_port), "--load-model", "iris", "--load-model", "iris-onnx"]
     process = subprocess.Popen(command, env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        for _ in range(600):
-            if process.poll() is not None:
-                raise AssertionError(f"server exited: {process.stderr.read().decode()[-2000:]}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{http_port}/v2/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        else:
-            raise AssertionError("server never became ready")
+        wait_healthy(f"http://127.0.0.1:{http_port}/v2/health/ready", process, attempts=600, interval=0.1)
         yield http_port, grpc_port
     finally:
         process.terminate()

@@ -15,8 +15,7 @@ import time
 import httpx
 import openai
 import pytest
-
-from platform_runner import Platform, port_is_free, start_platform
+from platform_runner import Platform, port_is_free, process_alive, start_platform
 
 MODEL = "SmolLM2-135M-Instruct"
 
@@ -29,7 +28,7 @@ def platform(tmp_path_factory) -> Platform:
     assert running.stop() == 0, "\n".join(running.lines[-40:])
     # Ctrl-C / SIGTERM stops every process it started and frees every port.
     for pid in pids:
-        assert not _alive(pid), f"process {pid} outlived inferplane up"
+        assert not process_alive(pid), f"process {pid} outlived inferplane up"
     assert all(port_is_free(port) for port in running.all_ports)
     assert any("all processes stopped" in line for line in running.lines)
 
@@ -38,15 +37,6 @@ def platform(tmp_path_factory) -> Platform:
 def client(platform: Platform) -> openai.OpenAI:
     return openai.OpenAI(base_url=platform.base_url, api_key="unused", max_retries=0, timeout=120)
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie is dead for our purposes.
-    with open(f"/proc/{pid}/stat") as stat:
-        return stat.read().split()[2] != "Z"
 
 
 def _metric(base_url: str, name: str) -> float:

@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from platform_runner import Platform, free_port, start_platform
+from platform_runner import Platform, free_port, start_platform, wait_healthy
 
 from inferplane.cli import main
 
@@ -41,18 +41,6 @@ def start_server(tmp: Path, name: str, overhead_s: float) -> tuple[subprocess.Po
     process = subprocess.Popen([sys.executable, "-m", "inferplane", "serve", "--config", str(config)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, text=True)
     return process, port
-
-
-def wait_healthy(port: int, process: subprocess.Popen[str]) -> None:
-    for _ in range(300):
-        assert process.poll() is None, "model server exited"
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"model server on {port} did not become healthy")
 
 
 @dataclass
@@ -118,7 +106,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Platfor
             timeout_s=120,
         )
         for process, port in extra:  # started together with the platform
-            wait_healthy(port, process)
+            wait_healthy(f"http://127.0.0.1:{port}/health", process)
         traffic = Traffic(running.base_url)
         # two clients ask for whole answers, one streams (TTFT at the first generated token)
         threads = [threading.Thread(target=traffic.run, args=(i == 0,), daemon=True) for i in range(3)]

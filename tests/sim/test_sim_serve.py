@@ -3,12 +3,12 @@
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 
 import httpx
 import openai
 import pytest
+from platform_runner import wait_healthy
 
 SYSTEM_PROMPT = (
     "You are a careful assistant for an inference platform. You answer questions about routing, "
@@ -35,17 +35,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(300):  # up to ~60 s on a busy machine
-            if process.poll() is not None:
-                raise AssertionError(f"server exited: {process.stdout.read() if process.stdout else ''}")
-            try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        else:
-            raise AssertionError("server did not become healthy")
+        wait_healthy(f"{base}/health", process)  # up to ~60 s on a busy machine
         yield base
     finally:
         process.terminate()
