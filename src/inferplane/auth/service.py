@@ -16,6 +16,7 @@ from inferplane.auth.config import AuthConfig
 from inferplane.auth.errors import Denial
 from inferplane.auth.keys import KeyStore
 from inferplane.auth.policy import Allowed, Policy
+from inferplane.grpc_listen import listen
 
 log = logging.getLogger("inferplane.auth")
 SERVICE_NAME = "envoy.service.auth.v3.Authorization"
@@ -75,13 +76,7 @@ async def start_server(config: AuthConfig) -> tuple[grpc.aio.Server, int]:
     external_auth_pb2_grpc.add_AuthorizationServicer_to_server(AuthorizationService(build_policy(config)), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    address = f"{config.host}:{config.port}"
-    try:
-        port = server.add_insecure_port(address)
-    except RuntimeError as exc:
-        raise OSError(f"port: cannot listen on {address}: {exc}") from None
-    if port == 0:
-        raise OSError(f"port: cannot listen on {address}")
+    port = listen(server, config.host, config.port, "port")
     await server.start()
     for name in ("", SERVICE_NAME, "readiness", "liveness"):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)

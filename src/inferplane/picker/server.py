@@ -11,6 +11,7 @@ from typing import Any
 import grpc
 from prometheus_client import start_http_server
 
+from inferplane.grpc_listen import listen
 from inferplane.observe.logs import setup_logging
 from inferplane.observe.tracing import setup_tracing
 from inferplane.picker.config import PickerConfig
@@ -121,11 +122,11 @@ class PickerServer:
         self._grpc = grpc.aio.server(options=_GRPC_OPTIONS)
         add_to_server(self.service, self._grpc)
         self.health.add_to_server(self._grpc)  # also on the ext_proc port, for a proxy health-checking it
-        self.grpc_port = self._bind(self._grpc, config.grpc_port, "grpc_port")
+        self.grpc_port = listen(self._grpc, config.host, config.grpc_port, "grpc_port")
 
         self._health_grpc = grpc.aio.server(options=_GRPC_OPTIONS)
         self.health.add_to_server(self._health_grpc)
-        self.health_port = self._bind(self._health_grpc, config.health_port, "health_port")
+        self.health_port = listen(self._health_grpc, config.host, config.health_port, "health_port")
 
         try:
             self._metrics_http, _ = start_http_server(config.metrics_port, config.host, self.metrics.registry)
@@ -145,16 +146,6 @@ class PickerServer:
             self._tasks.append(asyncio.create_task(self.rewrite_file.watch(), name="model rewrites file"))
         if self.kubernetes is not None:
             await self.kubernetes.start()  # waits (bounded) for the first pod list
-
-    def _bind(self, server: grpc.aio.Server, port: int, field: str) -> int:
-        address = f"{self.config.host}:{port}"
-        try:
-            bound = server.add_insecure_port(address)
-        except RuntimeError as exc:
-            raise OSError(f"{field}: cannot listen on {address}: {exc}") from None
-        if bound == 0:
-            raise OSError(f"{field}: cannot listen on {address}")
-        return bound
 
     async def stop(self, grace: float = 1.0) -> None:
         """Stop promptly: health first (NOT_SERVING), then gRPC with a short grace, scraper, metrics."""
