@@ -12,6 +12,7 @@ import argparse
 import json
 import re
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from inferplane.rollout.state import RolloutError
@@ -39,34 +40,25 @@ def steps(text: str) -> list[int]:
     return values
 
 
-def _percent(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid weight {text!r}: a whole percentage") from None
-    if not 0 <= value <= 100:
-        raise argparse.ArgumentTypeError(f"invalid weight {text!r}: from 0 to 100")
-    return value
+def _number(convert: Callable[[str], float], what: str, accepts: Callable[[float], bool], rule: str,
+            form: str = "") -> Callable[[str], float]:
+    """An argparse type: ``convert`` the text, then require ``accepts``; errors name the value and ``rule``."""
+
+    def parse(text: str) -> float:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid {what} {text!r}{form}") from None
+        if not accepts(value):
+            raise argparse.ArgumentTypeError(f"invalid {what} {text!r}: {rule}")
+        return value
+
+    return parse
 
 
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid rate {text!r}") from None
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"invalid rate {text!r}: from 0 to 1")
-    return value
-
-
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid ratio {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"invalid ratio {text!r}: must be above 0")
-    return value
+_percent = _number(int, "weight", lambda v: 0 <= v <= 100, "from 0 to 100", ": a whole percentage")
+_fraction = _number(float, "rate", lambda v: 0 <= v <= 1, "from 0 to 1")
+_positive = _number(float, "ratio", lambda v: v > 0, "must be above 0")
 
 
 def _target_flags(parser: argparse.ArgumentParser) -> None:
