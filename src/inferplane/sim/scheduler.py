@@ -13,8 +13,10 @@ running request with the largest such key; a preempted request takes its place i
 again). Under ``priority``, a waiting request that does not fit (no batch slot, or too few free
 blocks for its first chunk) also preempts running requests of strictly lower priority before the
 step is scheduled, as vLLM V0's priority scheduler did (``_schedule_priority_preemption``): filler
-work gives way to urgent work at once instead of when a slot frees up. A step is split in two calls so a caller can let time pass in between:
-:meth:`Scheduler.schedule` decides the batch and :meth:`Scheduler.update` applies its results.
+work gives way to urgent work at once instead of when a slot frees up.
+
+A step is split in two calls so a caller can let time pass in between: :meth:`Scheduler.schedule`
+decides the batch and :meth:`Scheduler.update` applies its results.
 
 No asyncio and no clock: the engine and the cluster simulator drive it.
 """

@@ -98,14 +98,14 @@ def warm_up(pipe: Any, eos_token_id: int, max_num_batched_tokens: int) -> None:
     import numpy as np
     import openvino as ov
 
-    params = SamplingParams(max_tokens=2, temperature=0.0, ignore_eos=True)
+    config = generation_config(SamplingParams(max_tokens=2, temperature=0.0, ignore_eos=True), eos_token_id)
     rounds = [[n] for n in WARMUP_PROMPT_LENGTHS if n <= max_num_batched_tokens] + [[8] * WARMUP_BATCH]
     request_id = 1 << 62  # far from the server's ids, which count up from 1
     for lengths in rounds:
         for length in lengths:
             first = 1000 + (request_id % 1000) * 13
             tokens = np.arange(first, first + length, dtype=np.int64) % 30000
-            pipe.add_request(request_id, ov.Tensor(tokens.reshape(1, -1)), generation_config(params, eos_token_id))
+            pipe.add_request(request_id, ov.Tensor(tokens.reshape(1, -1)), config)
             request_id += 1
         while pipe.has_non_finished_requests():
             pipe.step()
