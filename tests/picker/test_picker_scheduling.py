@@ -91,6 +91,14 @@ def test_queue_scorer_counts_requests_routed_since_the_scrape() -> None:
     assert eps[0].routed_since_scrape == 0
 
 
+def test_queue_scorer_forgets_a_scraped_request_that_has_finished() -> None:
+    """The scrape caught a request queued; it finished since: the endpoint is idle again."""
+    eps = [endpoint(1, waiting=1), endpoint(2, waiting=0)]
+    eps[0].in_flight = 1
+    eps[0].request_finished(generation=eps[0].scrape_generation - 1)  # routed before that scrape
+    assert QueueScorer().score(ctx(), eps) == [1.0, 1.0]
+
+
 def test_kv_cache_scorer_is_free_fraction() -> None:
     eps = [endpoint(1, kv=0.0), endpoint(2, kv=0.75), endpoint(3, kv=0.1, age=1.0, failing=True)]
     assert KVCacheUtilizationScorer().score(ctx(), eps) == [1.0, 0.25, 0.0]

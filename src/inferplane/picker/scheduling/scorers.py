@@ -31,8 +31,10 @@ def min_max_scores(values: Sequence[float | None]) -> list[float]:
 class QueueScorer(Scorer):
     """Fewer waiting requests is better: ``(maxQ − q)/(maxQ − minQ)`` over the candidates.
 
-    ``q`` is the scraped waiting queue plus the requests routed to the endpoint since that scrape,
-    which the scrape cannot show yet.
+    ``q`` is the scraped waiting queue plus :attr:`Endpoint.pending`: the requests routed to the
+    endpoint since that scrape, which it cannot show yet, less those it still shows that have
+    finished since (a request the scrape caught queued must not keep the endpoint looking busy
+    after it is done).
     """
 
     type_name = "queue-scorer"
@@ -42,7 +44,7 @@ class QueueScorer(Scorer):
         queues: list[float | None] = []
         for ep in endpoints:
             m = ep.scoring_metrics(now, staleness)
-            queues.append(None if m is None else m.waiting + ep.routed_since_scrape)
+            queues.append(None if m is None else max(m.waiting + ep.pending, 0.0))
         return min_max_scores(queues)
 
 
