@@ -113,7 +113,7 @@ class _Waiter:
     def __init__(self) -> None:
         self.outcome = ""
 
-    def dispatched(self) -> None:
+    def dispatched(self, engine_rank: int | None = None) -> None:
         self.outcome = "dispatched"
 
     def rejected(self, error: Exception) -> None:

@@ -193,8 +193,8 @@ async def test_engine_priority_hands_the_objective_priority_to_the_server() -> N
             headers = {**POST, "x-llm-d-inference-objective": objective}
             responses = await picker.exchange([headers_message(headers), *body_messages(chat_body(), 1)])
             forwarded[objective] = orjson.loads(b"".join(c.body for c in streamed(responses[1:])))
-        # vLLM's priority: lower first, so the objective's priority is negated; 0 is left out.
-        assert forwarded["critical"]["priority"] == -10 and forwarded["batch"]["priority"] == 1
+        # vLLM's priority: lower first, 1 - (2 × objective priority + 1); 0 is left out.
+        assert forwarded["critical"]["priority"] == -20 and forwarded["batch"]["priority"] == 2
         assert "priority" not in forwarded["unknown"]
         own = orjson.dumps({**orjson.loads(chat_body()), "priority": 3})
         headers = {**POST, "x-llm-d-inference-objective": "critical"}

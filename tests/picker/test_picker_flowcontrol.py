@@ -43,7 +43,7 @@ class Owner:
         self.error: RequestRejected | None = None
         self.told = 0
 
-    def dispatched(self) -> None:
+    def dispatched(self, engine_rank: int | None = None) -> None:
         self.told += 1
         self.pool.used += 1
         self.pool.order.append(self.name)
@@ -258,3 +258,110 @@ async def test_queued_requests_stay_while_the_pool_is_saturated() -> None:
     owner = submit(fc, pool, "a")
     await asyncio.sleep(0.05)
     assert owner.told == 0 and fc.queued == 1
+
+
+# ---- ranked dispatch (servers that schedule by priority) --------------------------------------
+
+
+class RankedPool(Pool):
+    """A priority-scheduling pool: a request of some engine rank meets only the load of its rank and above."""
+
+    def __init__(self, slots: int = 0) -> None:
+        super().__init__(slots)
+        self.ranks: list[int] = []
+
+    def is_saturated(self, pending: bool, rank: int | None = None) -> bool:
+        return sum(1 for other in self.ranks if rank is None or other >= rank) >= self.slots
+
+
+class RankedOwner(Owner):
+    def __init__(self, pool: RankedPool, name: str) -> None:
+        super().__init__(pool, name)
+        self.rank: int | None = None
+
+    def dispatched(self, engine_rank: int | None = None) -> None:
+        super().dispatched(engine_rank)
+        assert engine_rank is not None
+        self.rank = engine_rank
+        self.pool.ranks.append(engine_rank)  # type: ignore[attr-defined]
+
+
+def ranked(pool: RankedPool, **config: object) -> FlowController:
+    return FlowController(FlowControlConfig(enabled=True, **config), pool.is_saturated, None, "pool", ranked=True)
+
+
+def submit_ranked(fc: FlowController, pool: RankedPool, name: str, **kwargs: object) -> RankedOwner:
+    owner = RankedOwner(pool, name)
+    fc.enqueue(owner, request(**kwargs), 100)
+    return owner
+
+
+async def test_ranked_dispatch_does_not_hold_critical_behind_sheddable_load() -> None:
+    pool = RankedPool(slots=2)
+    fc = ranked(pool, queue_sheddable=True)
+    fillers = [submit_ranked(fc, pool, f"s{i}", priority=-1) for i in range(3)]
+    assert [f.told for f in fillers] == [1, 1, 0]  # the pool is full of sheddable work: the third waits
+    critical = submit_ranked(fc, pool, "c", priority=10)
+    assert critical.told == 1 and critical.rank == 21  # the server runs it first, preempting filler work
+    assert fillers[2].told == 0
+    assert fc.running == {-1: {"default": 2}, 10: {"default": 1}}
+
+
+async def test_unranked_dispatch_holds_every_band_while_the_pool_is_saturated() -> None:
+    pool = Pool(slots=2)
+    fc = controller(pool, queue_sheddable=True)
+    submit(fc, pool, "s0", priority=-1)
+    submit(fc, pool, "s1", priority=-1)
+    assert submit(fc, pool, "c", priority=10).told == 0
+
+
+async def test_a_tenant_within_its_share_overtakes_a_heavy_tenant_in_its_band() -> None:
+    pool = RankedPool(slots=4)
+    fc = ranked(pool)
+    heavy = [submit_ranked(fc, pool, f"h{i}", tenant="heavy") for i in range(6)]
+    # The first request of a tenant is within its share; beyond it, heavy runs at the band's lower rank.
+    assert [h.rank for h in heavy[:4]] == [1, 0, 0, 0] and [h.told for h in heavy[4:]] == [0, 0]
+    light = submit_ranked(fc, pool, "l", tenant="light")
+    assert light.told == 1 and light.rank == 1  # dispatched at once, ahead of heavy's queue
+    assert [h.told for h in heavy[4:]] == [0, 0]
+
+
+async def test_share_within_a_band_follows_the_weights() -> None:
+    fc = ranked(RankedPool(slots=100), weights={"a": 3.0})
+    fc.running = {0: {"a": 2, "b": 1}}
+    # a: weight 3 of 4 → share of 4 in flight is 3: one more keeps it within; b: 1 of 4 → 1, it has 1 already.
+    assert fc.within_share(0, "a") and not fc.within_share(0, "b")
+    assert fc.within_share(0, "c")  # a tenant with nothing in flight always is
+    fc.finished(0, "b")
+    assert fc.running == {0: {"a": 2}} and fc.within_share(0, "b")
+
+
+async def test_ranked_pump_serves_tenants_within_share_first() -> None:
+    pool = RankedPool(slots=2)
+    fc = ranked(pool)
+    heavy = [submit_ranked(fc, pool, f"h{i}", tenant="heavy") for i in range(4)]
+    light = [submit_ranked(fc, pool, f"l{i}", tenant="light") for i in range(2)]
+    assert [o.rank for o in heavy] == [1, 0, None, None] and [o.rank for o in light] == [1, None]
+
+    def finish(owner: RankedOwner, tenant: str) -> None:
+        pool.ranks.remove(owner.rank)  # type: ignore[arg-type]
+        fc.finished(0, tenant)
+        fc.pump()
+
+    finish(heavy[1], "heavy")  # room at rank 0 only: both tenants are within share, rank 1 is still full
+    assert heavy[2].told == light[1].told == 0
+    finish(light[0], "light")  # light (0 in flight) is within its share, heavy (1 of 1) is not: light goes first
+    assert light[1].rank == 1 and heavy[2].told == 0
+
+
+def test_saturation_for_a_rank_leaves_out_lower_ranked_requests() -> None:
+    now = 100.0
+    ep = Endpoint("10.0.0.1:8000", EndpointMetrics(waiting=6, running=8, kv_cache_usage=0.9), updated_at=now)
+    for rank in (-2, -2, -2, -2, -2, -2, 21, 21):
+        ep.request_routed(rank)
+    detector = UtilizationDetector()
+    assert detector.endpoint_saturation(ep, now, 1.0) == pytest.approx(1.2)
+    # rank 21 meets the 2 critical requests only: 0 waiting, 2/8 of the KV use
+    assert detector.endpoint_saturation(ep, now, 1.0, rank=21) == pytest.approx(0.9 * 2 / 8 / 0.8)
+    ep.request_finished(ep.scrape_generation, 21)
+    assert ep.ranks == {-2: 6, 21: 1} and ep.load_below(22) == 7 and ep.load_below(-2) == 0

@@ -66,17 +66,18 @@ class Gateway:
 
 
 @contextlib.asynccontextmanager
-async def make_gateway(**flow: object) -> AsyncIterator[Gateway]:
-    config = PickerConfig(objectives=OBJECTIVES, flow_control={"enabled": True, **flow},
+async def make_gateway(engine_priority: bool = False, **flow: object) -> AsyncIterator[Gateway]:
+    config = PickerConfig(objectives=OBJECTIVES, flow_control={"enabled": True, **flow}, engine_priority=engine_priority,
                           model_rewrites=[{"name": "canary", "rules": [
                               {"matches": [{"model": {"value": "m-alias"}}], "targets": [{"modelRewrite": "m2"}]}]}])
     datastore = Datastore(staleness=1e9)
     datastore.set_addresses(["10.1.0.1:8000"])
     metrics = PickerMetrics()
     scheduler = build_scheduler(config, datastore, metrics)
-    controller = FlowController(config.flow_control, scheduler.is_saturated, metrics, "pool")
+    controller = FlowController(config.flow_control, scheduler.is_saturated, metrics, "pool", ranked=engine_priority)
     datastore.listeners.append(controller.pump)
     service = ExtProcService(scheduler, metrics, objectives=Objectives(config.objectives), flow=controller,
+                             engine_priority=engine_priority,
                              rewrites=ModelRewrites(config.model_rewrites, metrics=metrics))
     async with grpc_server(lambda server: add_to_server(service, server)) as channel:
         gateway = Gateway(pb_grpc.ExternalProcessorStub(channel), datastore, metrics, controller)
@@ -277,3 +278,25 @@ async def test_body_ended_by_trailers_gets_one_trailers_answer_held_or_not() -> 
         kinds = [r.WhichOneof("response") async for r in held]
         assert kinds.count("request_trailers") == 1 and kinds[0] == "request_headers"
         assert kinds[-1] == "request_trailers"
+
+
+async def test_ranked_dispatch_sends_critical_past_a_pool_full_of_sheddable_work() -> None:
+    async with make_gateway(engine_priority=True, queue_sheddable=True) as gw:
+        batch = [await gw.open("batch") for _ in range(5)]
+        replies = [await call.read() for call in batch]
+        assert all(reply.WhichOneof("response") == "request_headers" for reply in replies)
+        gw.scrape(waiting=6)  # saturated (threshold 5), by the 5 sheddable requests and one unknown
+        queued = await gw.open("batch")
+        await wait_until(lambda: gw.flow.queued == 1)  # a sheddable request meets the whole load: it waits
+        bodies = {}
+        for objective in ("chat", "standard"):
+            call = await gw.open(objective)
+            reply = await call.read()  # at once: only 1 request of its rank or above waits there
+            assert reply.WhichOneof("response") == "request_headers"
+            bodies[objective] = orjson.loads(b"".join(c.body for c in streamed([await call.read()])))
+            call.cancel()
+        # vLLM priority 1 - rank: chat 1 - 21, standard (within its share) 1 - 1 = 0, vLLM's default, left out
+        assert bodies["chat"]["priority"] == -20 and "priority" not in bodies["standard"]
+        assert gw.flow.queued == 1
+        for call in (*batch, queued):
+            call.cancel()

@@ -154,10 +154,12 @@ class PickerConfig(BaseModel):
     #: The objective of requests naming none (or an unknown one); "" = priority 0, no objective.
     default_objective: str = ""
     #: Also hand the objective's priority to the model server, as vLLM's body field ``priority``
-    #: (negated: a higher objective priority is a lower vLLM number, served first), for servers started
-    #: with ``--scheduling-policy priority``: there a critical request overtakes queued filler work and
-    #: a running filler request is preempted first when KV blocks run out. Requests that set
-    #: ``priority`` themselves keep theirs. Off by default: a FCFS vLLM rejects a non-zero priority.
+    #: (``1 - rank``, rank = 2 × objective priority, + 1 while the tenant is within its fair share of the
+    #: band: a lower vLLM number is served first), for servers started with ``--scheduling-policy
+    #: priority``: there a critical request overtakes queued filler work and a running filler request
+    #: is preempted first. With flow control on, saturation is then judged per rank: the load of lower
+    #: ranks does not hold a request back (the server preempts it). Requests that set ``priority``
+    #: themselves keep theirs. Off by default: a FCFS vLLM rejects a non-zero priority.
     engine_priority: bool = False
     #: Queue requests while the pool is saturated (priority bands, tenant fairness, TTL); see flow_control.
     flow_control: FlowControlConfig = Field(default_factory=FlowControlConfig)

@@ -46,20 +46,38 @@ class Endpoint:
     #: Counts successful scrapes; a request remembers it when routed, to know which count it is in.
     scrape_generation: int = 0
     removed: bool = field(default=False, repr=False)
+    #: Requests in flight per engine rank (ranked dispatch; see the flow controller).
+    ranks: dict[int, int] = field(default_factory=dict, repr=False)
 
     @property
     def pending(self) -> int:
         """Requests the scraped metrics do not show yet, net of finished ones the scrape still shows."""
         return self.routed_since_scrape - self.finished_since_scrape
 
-    def request_finished(self, generation: int) -> None:
+    def request_routed(self, rank: int | None = None) -> None:
+        """This picker sent a request here (at an engine rank, when the server schedules by priority)."""
+        self.in_flight += 1
+        if rank is not None:
+            self.ranks[rank] = self.ranks.get(rank, 0) + 1
+
+    def request_finished(self, generation: int, rank: int | None = None) -> None:
         """A request routed here (at scrape ``generation``) finished: capacity may have appeared."""
         self.in_flight -= 1
+        if rank is not None:
+            left = self.ranks.get(rank, 0) - 1
+            if left > 0:
+                self.ranks[rank] = left
+            else:
+                self.ranks.pop(rank, None)
         if generation == self.scrape_generation:
             if self.routed_since_scrape > 0:
                 self.routed_since_scrape -= 1
         else:
             self.finished_since_scrape += 1
+
+    def load_below(self, rank: int) -> int:
+        """Requests in flight here that a priority-scheduling server puts after one of ``rank``."""
+        return sum(count for other, count in self.ranks.items() if other < rank) if self.ranks else 0
 
     def is_stale(self, now: float, staleness: float) -> bool:
         """Metrics older than ``staleness`` seconds (or none at all): treat the endpoint as saturated."""

@@ -38,7 +38,12 @@ from inferplane.picker.errors import (
     InternalError,
     RequestRejected,
 )
-from inferplane.picker.flowcontrol.controller import DEFAULT_FAIRNESS_ID, FlowController
+from inferplane.picker.flowcontrol.controller import (
+    DEFAULT_FAIRNESS_ID,
+    FlowController,
+    engine_priority_value,
+    engine_rank,
+)
 from inferplane.picker.flowcontrol.policies import QueueItem
 from inferplane.picker.metrics import PickerMetrics
 from inferplane.picker.objectives import Objectives, ObjectiveSpec
@@ -103,14 +108,16 @@ def body_chunks(body: bytes, end_of_stream: bool, phase: str = "request_body") -
     ]
 
 
-def set_engine_priority(request: InferenceRequest) -> None:
-    """Write the objective's priority into a generation body as vLLM's ``priority`` (lower first).
+def set_engine_priority(request: InferenceRequest, rank: int) -> None:
+    """Write the request's engine rank into a generation body as vLLM's ``priority`` (lower first).
 
-    Priority 0 is vLLM's default and is left out; a body with its own ``priority`` keeps it.
+    The rank comes from the objective's priority (see :func:`engine_rank`); vLLM's default 0 is left
+    out, and a body with its own ``priority`` keeps it.
     """
     body = request.body
-    if request.priority and request.kind in ("chat", "completions") and body is not None and "priority" not in body:
-        body["priority"] = -request.priority
+    value = engine_priority_value(rank)
+    if value and request.kind in ("chat", "completions") and body is not None and "priority" not in body:
+        body["priority"] = value
         request.body_changed = True
 
 
@@ -219,6 +226,9 @@ class RequestStream:
         self.deferred: list[pb.ProcessingResponse] | None = None
         self._wake: asyncio.Future[None] | None = None
         self.generation = 0  # the picked endpoint's scrape generation when routed
+        #: The engine rank it was sent at (``None``: no engine priority), counted on its endpoint.
+        self.engine_rank: int | None = None
+        self.flow_started = False  # dispatched by flow control: tell it when the request ends
         #: Set for a sheddable request in flight that may be evicted (``flow_control.evict_sheddable``).
         self.evict_signal: asyncio.Future[None] | None = None
         #: The OpenTelemetry span of this request (``None`` while tracing is off).
@@ -278,8 +288,9 @@ class RequestStream:
         service = self.service
         if service.rewrites and not request.body_changed:  # the rewrite header, when sent, wins
             service.rewrites.apply(request)
-        if service.engine_priority:
-            set_engine_priority(request)
+        if service.engine_priority and service.flow is None:  # with flow control: on dispatch, at its rank
+            self.engine_rank = engine_rank(request.priority, True)
+            set_engine_priority(request, self.engine_rank)
         if request.body_changed:
             raw = body_bytes(request)
         self.body, self.end_of_stream = raw, end_of_stream
@@ -313,9 +324,12 @@ class RequestStream:
         """Held by flow control, no decision yet."""
         return self.queue_item is not None and self.deferred is None
 
-    def dispatched(self) -> None:
+    def dispatched(self, engine_rank: int | None = None) -> None:
         """Flow control let the request go: route it now (synchronously, so the pool's load counts it)."""
+        self.flow_started = True
         try:
+            if engine_rank is not None:
+                self._rank_body(engine_rank)
             responses = self._send_body()
         except RequestRejected as error:
             responses = self._reject_request(error)
@@ -323,6 +337,19 @@ class RequestStream:
             log.exception("ext_proc: failed routing a request released by flow control")
             responses = self._reject_request(InternalError("internal error in the endpoint picker"))
         self._decide(responses)
+
+    def _rank_body(self, rank: int) -> None:
+        """Ranked dispatch: the body carries the engine rank flow control chose for it."""
+        request = self.request
+        assert request is not None
+        self.engine_rank = rank
+        if self.service.engine_priority:
+            changed = request.body_changed
+            request.body_changed = False
+            set_engine_priority(request, rank)
+            if request.body_changed:
+                self.body = body_bytes(request)
+            request.body_changed = request.body_changed or changed
 
     def rejected(self, error: RequestRejected) -> None:
         """Flow control gave up on the request (time-to-live)."""
@@ -379,7 +406,7 @@ class RequestStream:
         self.scheduled = True
         self.picked = picked
         for endpoint in picked[:1]:
-            endpoint.in_flight += 1
+            endpoint.request_routed(self.engine_rank)
             self.generation = endpoint.scrape_generation
         if request.sheddable and service.evicting:
             self.evict_signal = asyncio.get_running_loop().create_future()
@@ -529,7 +556,10 @@ class RequestStream:
             self.released = True
             self._response_started()  # a no-op unless it ended before its first body chunk
             for endpoint in self.picked[:1]:
-                endpoint.request_finished(self.generation)
+                endpoint.request_finished(self.generation, self.engine_rank)
+            flow = self.service.flow
+            if self.flow_started and flow is not None and self.request is not None:
+                flow.finished(self.request.priority, self.request.fairness_id or DEFAULT_FAIRNESS_ID)
 
     _HANDLERS: ClassVar[dict[str | None, Callable[[RequestStream, pb.ProcessingRequest], list[pb.ProcessingResponse]]]] = {
         "request_headers": on_request_headers,

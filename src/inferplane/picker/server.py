@@ -59,7 +59,7 @@ class PickerServer:
         self.flow: FlowController | None = None
         if config.flow_control.enabled:
             self.flow = FlowController(config.flow_control, self.scheduler.is_saturated, self.metrics,
-                                       config.pool_name)
+                                       config.pool_name, ranked=config.engine_priority)
             self.datastore.listeners.append(self.flow.pump)  # each scrape may show room
         self.service = ExtProcService(
             self.scheduler,

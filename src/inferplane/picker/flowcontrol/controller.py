@@ -9,6 +9,15 @@ Saturation is judged twice over. A request arriving at empty queues passes on th
 metrics alone (no added latency while the pool has room). Draining a backlog counts the requests
 routed since each endpoint's last scrape (minus those already finished) as waiting, so a scrape
 showing room lets through about that room, not the whole queue.
+
+**Ranked dispatch** (``ranked=True``, when the model servers schedule by priority and the picker
+writes it into the body, ``picker.engine_priority``). Each dispatched request gets an *engine rank*,
+``2 × priority + 1`` while its tenant is within its weighted share of the band's requests in flight,
+``2 × priority`` beyond it, sent to the server as vLLM's ``priority`` (:func:`engine_priority_value`).
+The server runs (and preempts for) higher ranks first, so the load of lower ranks does not stand in
+a request's way: saturation is judged per rank, counting only the requests of equal or higher rank
+(:meth:`Endpoint.load_below`). Critical traffic is then never held behind a pool saturated by
+sheddable work, and a light tenant is not held behind a heavy one in its own band.
 """
 
 from __future__ import annotations
@@ -70,23 +79,39 @@ class Band:
         self.ttl = float(config.ttl or 60.0)
 
 
+def engine_rank(priority: int, within_share: bool) -> int:
+    """Order of a dispatched request at a priority-scheduling server: higher runs first."""
+    return 2 * priority + (1 if within_share else 0)
+
+
+def engine_priority_value(rank: int) -> int:
+    """vLLM's ``priority`` field for an engine rank (lower runs first; a tenant within its share at
+    priority 0 gets 0, the default, which is left out of the body)."""
+    return 1 - rank
+
+
 class FlowController:
     """Holds requests while the pool is saturated and releases them by priority, fairness and order.
 
     ``is_saturated(pending)`` asks the pool's saturation detector; ``pending=True`` also counts
-    requests routed since the last scrape.
+    requests routed since the last scrape. With ``ranked`` it is called as
+    ``is_saturated(pending, rank)`` and counts only the load of that engine rank and above.
     """
 
     def __init__(
         self,
         config: FlowControlConfig,
-        is_saturated: Callable[[bool], bool],
+        is_saturated: Callable[..., bool],
         metrics: PickerMetrics | None = None,
         pool_name: str = "default",
         clock: Callable[[], float] = time.monotonic,
+        ranked: bool = False,
     ) -> None:
         self.config = config
         self.is_saturated = is_saturated
+        self.ranked = ranked
+        #: Dispatched requests still in flight, per band priority and fairness id (ranked dispatch).
+        self.running: dict[int, dict[str, int]] = {}
         self.metrics = metrics
         self.pool_name = pool_name
         self.clock = clock
@@ -110,14 +135,21 @@ class FlowController:
         """
         fairness_id = request.fairness_id or DEFAULT_FAIRNESS_ID
         priority = request.priority
-        saturated = self.is_saturated(False)
+        if self.ranked:
+            within = self.within_share(priority, fairness_id)
+            rank: int | None = engine_rank(priority, within)
+            saturated = self.is_saturated(True, rank)
+            ahead = self._queued_ahead(priority, fairness_id, within)
+        else:
+            rank, saturated, ahead = None, self.is_saturated(False), self.queued > 0
         if saturated and request.sheddable and not self.config.queue_sheddable:
             self._observe(fairness_id, priority, request, REJECTED_SATURATED, 0.0)
             error: RequestRejected = Saturated("the inference pool is saturated and the request is sheddable")
             raise error
-        if not saturated and self.queued == 0:
+        if not saturated and not ahead:
             self._observe(fairness_id, priority, request, DISPATCHED_OUTCOME, 0.0)
-            owner.dispatched()
+            self._started(priority, fairness_id)
+            owner.dispatched(rank)
             return None
         band = self._band(priority)
         limits = band.config
@@ -178,24 +210,93 @@ class FlowController:
         self._pumping = True
         started = time.perf_counter()
         try:
-            while self.queued and not self.is_saturated(True):
-                item = self._next()
+            while self.queued:
+                found = self._next()
+                if found is None:
+                    break
+                item, rank = found
                 self._remove(item, DISPATCHED)
                 self._observe_item(item, DISPATCHED_OUTCOME)
-                self._tell(item, None)
+                self._started(item.priority, item.fairness_id)
+                self._tell(item, None, rank)
         finally:
             self._pumping = False
             if self.metrics is not None:
                 self.metrics.flow_dispatch_cycle.observe(time.perf_counter() - started)
 
-    def _next(self) -> QueueItem:
+    def _next(self) -> tuple[QueueItem, int | None] | None:
+        """The request to dispatch now and its engine rank; ``None`` while the pool is saturated for all of them.
+
+        Saturation only grows towards lower ranks, so the first band that cannot dispatch ends the search.
+        """
         for priority in self._order:
             band = self.bands[priority]
-            if band.count:
-                flow = band.fairness.pick(band.active)
-                item = flow.queue.peek()
-                return item
-        raise AssertionError("queued count says there is a request, the bands hold none")
+            if not band.count:
+                continue
+            if not self.ranked:
+                return None if self.is_saturated(True) else (band.fairness.pick(band.active).queue.peek(), None)
+            within = [fid for fid in band.active if self.within_share(priority, fid)]
+            if within and not self.is_saturated(True, engine_rank(priority, True)):
+                active = band.active
+                if len(within) < len(active):
+                    active = OrderedDict((fid, active[fid]) for fid in within)
+                return band.fairness.pick(active).queue.peek(), engine_rank(priority, True)
+            if within or self.is_saturated(True, engine_rank(priority, False)):
+                return None
+            return band.fairness.pick(band.active).queue.peek(), engine_rank(priority, False)
+        return None
+
+    # ---- ranked dispatch: shares of the requests in flight ---------------------------------------
+
+    def within_share(self, priority: int, fairness_id: str) -> bool:
+        """Whether one more request of this tenant keeps it within its weighted share of its band's
+        requests in flight (the tenants counted are those with requests in flight or queued).
+
+        A tenant alone in its band shares with a newcomer of the default weight: the rest of its
+        requests go at the lower rank, so a tenant arriving later overtakes them at once.
+        """
+        running = self.running.get(priority)
+        if not running:
+            return True
+        mine = running.get(fairness_id, 0)
+        if mine == 0:
+            return True
+        band = self.bands.get(priority)
+        tenants = running.keys() | (band.flows.keys() if band is not None else ()) | {fairness_id}
+        weights, default = self.config.weights, self.config.default_weight
+        total_weight = sum(weights.get(tenant, default) for tenant in tenants)
+        if len(tenants) == 1:
+            total_weight += default
+        share = weights.get(fairness_id, default) / total_weight
+        return mine < share * (sum(running.values()) + 1)
+
+    def _queued_ahead(self, priority: int, fairness_id: str, within: bool) -> bool:
+        """Whether a queued request goes before a new one: a higher band's, its own tenant's, or (beyond
+        its share) any of its band's."""
+        for other in self._order:
+            if other < priority:
+                break
+            band = self.bands[other]
+            if not band.count:
+                continue
+            if other > priority or not within or fairness_id in band.flows:
+                return True
+        return False
+
+    def _started(self, priority: int, fairness_id: str) -> None:
+        if self.ranked:
+            band = self.running.setdefault(priority, {})
+            band[fairness_id] = band.get(fairness_id, 0) + 1
+
+    def finished(self, priority: int, fairness_id: str) -> None:
+        """A request dispatched by this controller ended (ranked dispatch counts the shares in flight)."""
+        band = self.running.get(priority)
+        if band is None or fairness_id not in band:
+            return
+        if band[fairness_id] <= 1:
+            del band[fairness_id]
+        else:
+            band[fairness_id] -= 1
 
     def _remove(self, item: QueueItem, state: str) -> None:
         band = self.bands[item.priority]
@@ -223,10 +324,10 @@ class FlowController:
             del band.flows[item.fairness_id]
 
     @staticmethod
-    def _tell(item: QueueItem, error: RequestRejected | None) -> None:
+    def _tell(item: QueueItem, error: RequestRejected | None, rank: int | None = None) -> None:
         try:
             if error is None:
-                item.owner.dispatched()
+                item.owner.dispatched(rank)
             else:
                 item.owner.rejected(error)
         except Exception:  # an owner's failure must not stop the other dispatches

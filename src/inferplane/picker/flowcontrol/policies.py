@@ -19,7 +19,8 @@ QUEUED, DISPATCHED, REJECTED, CANCELLED = "queued", "dispatched", "rejected", "c
 class QueueOwner(Protocol):
     """What waits for a queued request: told once, either way, synchronously."""
 
-    def dispatched(self) -> None: ...
+    def dispatched(self, engine_rank: int | None) -> None:
+        """Route the request now; with ranked dispatch, at this engine rank (see the controller)."""
 
     def rejected(self, error: RequestRejected) -> None: ...
 

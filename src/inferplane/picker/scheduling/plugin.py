@@ -90,15 +90,18 @@ class SaturationDetector(Plugin):
     """Says whether the pool is too loaded to admit sheddable requests (or, with flow control, any more).
 
     ``pending=True`` also counts the requests routed since each endpoint's last scrape, which its
-    metrics cannot show yet (flow control paces the draining of its queues with it).
+    metrics cannot show yet (flow control paces the draining of its queues with it). ``rank``: judge
+    it for a request of that engine rank, leaving out the load of lower ranks (ranked flow control).
     """
 
-    def endpoint_saturation(self, endpoint: Endpoint, now: float, staleness: float, pending: bool = False) -> float:
+    def endpoint_saturation(self, endpoint: Endpoint, now: float, staleness: float, pending: bool = False,
+                            rank: int | None = None) -> float:
         raise NotImplementedError
 
     def pool_saturation(self, endpoints: Sequence[Endpoint], now: float, staleness: float,
-                        pending: bool = False) -> float:
+                        pending: bool = False, rank: int | None = None) -> float:
         raise NotImplementedError
 
-    def is_saturated(self, endpoints: Sequence[Endpoint], now: float, staleness: float, pending: bool = False) -> bool:
-        return self.pool_saturation(endpoints, now, staleness, pending) >= 1.0
+    def is_saturated(self, endpoints: Sequence[Endpoint], now: float, staleness: float, pending: bool = False,
+                     rank: int | None = None) -> bool:
+        return self.pool_saturation(endpoints, now, staleness, pending, rank) >= 1.0

@@ -86,7 +86,7 @@ class Scheduler:
             ready = [ep for ep in ready if ep.address in subset]
         return ready
 
-    def pool_saturation(self, pending: bool = False) -> float:
+    def pool_saturation(self, pending: bool = False, rank: int | None = None) -> float:
         """The saturation detector's view of the whole pool (1 or more = saturated).
 
         Without ``pending`` the value only changes with the datastore (scrapes, endpoints) and with
@@ -95,17 +95,18 @@ class Scheduler:
         """
         now = time.monotonic()
         datastore = self.datastore
-        if not pending:
+        cached = not pending and rank is None
+        if cached:
             version, at, value = self._saturation_cache
             if version == datastore.version and now - at < SATURATION_CACHE_S:
                 return value
-        value = self.saturation.pool_saturation(datastore.ready(now), now, datastore.staleness, pending)
-        if not pending:
+        value = self.saturation.pool_saturation(datastore.ready(now), now, datastore.staleness, pending, rank)
+        if cached:
             self._saturation_cache = (datastore.version, now, value)
         return value
 
-    def is_saturated(self, pending: bool = False) -> bool:
-        return self.pool_saturation(pending) >= 1.0
+    def is_saturated(self, pending: bool = False, rank: int | None = None) -> bool:
+        return self.pool_saturation(pending, rank) >= 1.0
 
     def schedule(
         self, request: InferenceRequest, subset: Collection[str] | None = None, admission: bool = True

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from inferplane.picker.endpoints import Endpoint
+from inferplane.picker.endpoints import Endpoint, EndpointMetrics
 from inferplane.picker.scheduling.plugin import SaturationDetector
 from inferplane.picker.scheduling.registry import register
 
@@ -21,31 +21,52 @@ class UtilizationParameters(BaseModel):
 
 @register()
 class UtilizationDetector(SaturationDetector):
-    """The pool is saturated when its endpoints' mean saturation reaches 1; stale metrics count as 1."""
+    """The pool is saturated when its endpoints' mean saturation reaches 1; stale metrics count as 1.
+
+    With an engine ``rank`` (ranked flow control) the saturation is the one a request of that rank
+    meets: the waiting and KV use of lower-ranked requests in flight are subtracted.
+    """
 
     type_name = "utilization-detector"
     Parameters = UtilizationParameters
 
-    def endpoint_saturation(self, endpoint: Endpoint, now: float, staleness: float, pending: bool = False) -> float:
+    def endpoint_saturation(self, endpoint: Endpoint, now: float, staleness: float, pending: bool = False,
+                            rank: int | None = None) -> float:
         m = endpoint.metrics
-        if m is None or now - endpoint.updated_at > staleness:
+        if m is None or endpoint.is_stale(now, staleness):
             return 1.0
         p: UtilizationParameters = self.parameters  # type: ignore[assignment]
-        waiting = max(0.0, m.waiting + endpoint.pending) if pending else m.waiting
-        return max(waiting / p.queue_threshold, m.kv_cache_usage / p.kv_cache_threshold)
+        return _saturation(endpoint, m, p.queue_threshold, p.kv_cache_threshold, pending, rank)
 
     def pool_saturation(self, endpoints: Sequence[Endpoint], now: float, staleness: float,
-                        pending: bool = False) -> float:
+                        pending: bool = False, rank: int | None = None) -> float:
         if not endpoints:
             return 1.0
         p: UtilizationParameters = self.parameters  # type: ignore[assignment]
         queue, kv = p.queue_threshold, p.kv_cache_threshold
         total = 0.0
-        for ep in endpoints:  # endpoint_saturation inlined: this runs for every request under flow control
+        for ep in endpoints:  # this runs for every request under flow control: the common case inline
             m = ep.metrics
             if m is None or now - ep.updated_at > staleness:
                 total += 1.0
-                continue
-            waiting = m.waiting + ep.routed_since_scrape - ep.finished_since_scrape if pending else m.waiting
-            total += max(max(0.0, waiting) / queue, m.kv_cache_usage / kv)
+            elif rank is None:
+                waiting = m.waiting + ep.routed_since_scrape - ep.finished_since_scrape if pending else m.waiting
+                total += max(max(0.0, waiting) / queue, m.kv_cache_usage / kv)
+            else:
+                total += _saturation(ep, m, queue, kv, pending, rank)
         return total / len(endpoints)
+
+
+def _saturation(endpoint: Endpoint, m: EndpointMetrics, queue: float, kv: float, pending: bool,
+                rank: int | None) -> float:
+    """``max(waiting / queue, kv / kv)`` of one endpoint; with ``rank``, the requests of lower engine
+    ranks this picker sent there are left out (the server runs the rank first, preempting them)."""
+    waiting = m.waiting + endpoint.pending if pending else m.waiting
+    kv_usage = m.kv_cache_usage
+    if rank is not None:
+        below = endpoint.load_below(rank)
+        if below:
+            waiting -= below
+            if endpoint.in_flight > 0:
+                kv_usage *= max(0.0, 1.0 - below / endpoint.in_flight)
+    return max(max(0.0, waiting) / queue, kv_usage / kv)
