@@ -51,7 +51,7 @@ def build_queue(config: Any) -> Any:
     if config.source.startswith("pubsub://"):
         from inferplane.jobs.pubsub_queue import PubSubQueue
 
-        return PubSubQueue(config.source, config.results, config.dead_letter)
+        return PubSubQueue(config.source, config.results, config.dead_letter, lease_s=config.claim_idle_s)
     raise ConfigError(f"source: unsupported queue URL {config.source!r} (redis://… or pubsub://…)")
 
 
