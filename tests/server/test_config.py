@@ -35,6 +35,21 @@ def test_yaml_section_and_flags(tmp_path: Path) -> None:
     assert config.sim.preset == "smollm2-135m-cpu2" and config.sim.time_scale == 0.5
 
 
+def test_lora_flags_like_vllm(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("server:\n  engine: sim\n  lora_modules: [{name: a, path: /a}]\n  max_loras: 2\n")
+    args = parse(
+        "--config", str(path), "--lora-modules", "b=/b", '{"name": "c", "path": "/c"}', "--lora-modules", "d=/d",
+        "--max-cpu-loras", "4", "--max-lora-rank", "64", "--allow-runtime-lora-updating",
+    )
+    config = load_server_config(args.config, overrides_from_args(args))
+    assert [m.name for m in config.lora_modules] == ["b", "c", "d"]  # the flag replaces the file's list
+    assert (config.max_loras, config.max_cpu_loras, config.max_lora_rank) == (2, 4, 64)
+    assert config.allow_runtime_lora_updating and config.lora_enabled
+    kept = load_server_config(path, overrides_from_args(parse("--port", "9000")))
+    assert [(m.name, m.path) for m in kept.lora_modules] == [("a", "/a")]
+
+
 def test_prefix_caching_flag() -> None:
     args = parse("--no-enable-prefix-caching")
     assert load_server_config(None, overrides_from_args(args)).enable_prefix_caching is False

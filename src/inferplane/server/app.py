@@ -1,6 +1,7 @@
 """The OpenAI-compatible HTTP API (Starlette) over any :class:`~inferplane.server.engine.Engine`.
 
 Routes: ``/v1/chat/completions``, ``/v1/completions``, ``/v1/models``, ``/health``, ``/metrics``,
+``/v1/load_lora_adapter`` and ``/v1/unload_lora_adapter`` (vLLM, when runtime LoRA updating is on),
 and what peer routers read: ``/tokenize``, ``/detokenize``, ``/v1/completions/render``,
 ``/v1/chat/completions/render`` (vLLM), ``/model_info``, ``/server_info`` (SGLang). The engine is
 started and stopped by the caller (:mod:`inferplane.server.runner`), not by the app.
@@ -24,6 +25,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from inferplane import __version__
+from inferplane.configfile import ConfigError
 from inferplane.server.config import ServerConfig
 from inferplane.server.engine import Engine, EngineError
 from inferplane.server.generation import (
@@ -34,6 +36,7 @@ from inferplane.server.generation import (
     generate_text,
     tokenize,
 )
+from inferplane.server.lora import LoraRegistry
 from inferplane.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from inferplane.server.metrics import ServerMetrics
 from inferplane.server.protocol import (
@@ -46,10 +49,12 @@ from inferplane.server.protocol import (
     CompletionRequest,
     CompletionResponse,
     DetokenizeRequest,
+    LoadLoRAAdapterRequest,
     ModelCard,
     ModelList,
     SamplingRequest,
     TokenizeRequest,
+    UnloadLoRAAdapterRequest,
     describe_validation_error,
     error_body,
     make_usage,
@@ -103,12 +108,22 @@ class OpenAIServer:
         self.model_name = config.served_model_name
         self.metrics = ServerMetrics(engine, self.model_name, config.enable_prefix_caching)
         self.started = int(time.time())
+        self.loras = LoraRegistry(engine, self.model_name, config.max_lora_rank)
+        for index, module in enumerate(config.lora_modules):  # vLLM loads them before serving
+            try:
+                self.loras.load(module.name, module.path)
+            except APIError as exc:
+                raise ConfigError(f"lora_modules.{index} ({module.name}): {exc.message}") from None
 
     # ------------------------------------------------------------ helpers
 
-    def check_model(self, model: str | None) -> None:
-        if model is not None and model != self.model_name:
-            raise APIError(f"The model `{model}` does not exist.", 404, "model")
+    def check_model(self, model: str | None) -> str | None:
+        """The LoRA adapter ``model`` names (None: the base model); 404 for a model not served here."""
+        return self.loras.resolve(model)
+
+    def response_model(self, lora_name: str | None) -> str:
+        """The ``model`` of a response: the adapter's name when one was applied (as vLLM)."""
+        return lora_name or self.model_name
 
     def check_priority(self, priority: int) -> None:
         """vLLM refuses a non-zero ``priority`` unless the server schedules by priority."""
@@ -124,12 +139,15 @@ class OpenAIServer:
     def request_id(request: Request) -> str:
         return request.headers.get("x-request-id") or uuid.uuid4().hex
 
-    def _chunk(self, response_id: str, created: int, obj: str, choices: list[Any], usage: Any = None) -> bytes:
+    @staticmethod
+    def _chunk(
+        response_id: str, model: str, created: int, obj: str, choices: list[Any], usage: Any = None
+    ) -> bytes:
         payload: dict[str, Any] = {
             "id": response_id,
             "object": obj,
             "created": created,
-            "model": self.model_name,
+            "model": model,
             "choices": choices,
         }
         if usage is not None:
@@ -140,21 +158,22 @@ class OpenAIServer:
 
     async def chat_completions(self, request: Request) -> Response:
         body = parse(ChatCompletionRequest, await read_json(request))
-        self.check_model(body.model)
+        lora_name = self.check_model(body.model)
+        model = self.response_model(lora_name)
         self.check_priority(body.priority)
         prompt_ids = await chat_prompt_ids(self.engine, body.chat_messages(), body.add_generation_prompt)
         max_tokens = check_length(self.engine, len(prompt_ids), body.requested_max_tokens(), "messages")
         base_id = self.request_id(request)
         response_id = f"chatcmpl-{base_id}"
-        engine_req = engine_request(self.engine, response_id, prompt_ids, body, max_tokens)
+        engine_req = engine_request(self.engine, response_id, prompt_ids, body, max_tokens, lora_name)
         deltas = generate_text(self.engine, engine_req, body.stop_strings, self.metrics)
         headers = {"x-request-id": base_id}
         if body.stream:
-            return EventStream(self._chat_stream(response_id, len(prompt_ids), body, deltas), headers)  # type: ignore[return-value]
+            return EventStream(self._chat_stream(response_id, model, len(prompt_ids), body, deltas), headers)  # type: ignore[return-value]
         last, text = await until_disconnect(_collect(deltas), request.receive)
         response = ChatCompletionResponse(
             id=response_id,
-            model=self.model_name,
+            model=model,
             choices=[
                 ChatChoice(
                     index=0,
@@ -168,13 +187,19 @@ class OpenAIServer:
         return json_response(response, headers=headers)
 
     async def _chat_stream(
-        self, response_id: str, prompt_tokens: int, body: SamplingRequest, deltas: AsyncIterator[TextDelta]
+        self,
+        response_id: str,
+        model: str,
+        prompt_tokens: int,
+        body: SamplingRequest,
+        deltas: AsyncIterator[TextDelta],
     ) -> AsyncIterator[bytes]:
         created = int(time.time())
         obj = "chat.completion.chunk"
         try:
             yield self._chunk(
                 response_id,
+                model,
                 created,
                 obj,
                 [{"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}],
@@ -193,10 +218,10 @@ class OpenAIServer:
                 }
                 if delta.finish_reason is not None:
                     choice["stop_reason"] = delta.stop_reason
-                yield self._chunk(response_id, created, obj, [choice])
+                yield self._chunk(response_id, model, created, obj, [choice])
             if body.include_usage and last is not None:
                 usage = make_usage(prompt_tokens, last.completion_tokens, last.cached_tokens).model_dump()
-                yield self._chunk(response_id, created, obj, [], usage)
+                yield self._chunk(response_id, model, created, obj, [], usage)
             yield DONE
         finally:
             await deltas.aclose()  # type: ignore[attr-defined]
@@ -214,7 +239,8 @@ class OpenAIServer:
 
     async def completions(self, request: Request) -> Response:
         body = parse(CompletionRequest, await read_json(request))
-        self.check_model(body.model)
+        lora_name = self.check_model(body.model)
+        model = self.response_model(lora_name)
         self.check_priority(body.priority)
         prompts = await self._completion_prompts(body)
         limits = [check_length(self.engine, len(ids), body.requested_max_tokens(), "prompt") for ids in prompts]
@@ -223,7 +249,7 @@ class OpenAIServer:
         streams = [
             generate_text(
                 self.engine,
-                engine_request(self.engine, f"{response_id}-{i}", ids, body, limit),
+                engine_request(self.engine, f"{response_id}-{i}", ids, body, limit, lora_name),
                 body.stop_strings,
                 self.metrics,
             )
@@ -232,7 +258,7 @@ class OpenAIServer:
         headers = {"x-request-id": base_id}
         prompt_tokens = sum(len(ids) for ids in prompts)
         if body.stream:
-            return EventStream(self._completion_stream(response_id, prompt_tokens, body, streams), headers)  # type: ignore[return-value]
+            return EventStream(self._completion_stream(response_id, model, prompt_tokens, body, streams), headers)  # type: ignore[return-value]
         try:
             results = await until_disconnect(asyncio.gather(*(_collect(stream) for stream in streams)), request.receive)
         finally:
@@ -240,7 +266,7 @@ class OpenAIServer:
                 await stream.aclose()  # type: ignore[attr-defined]
         response = CompletionResponse(
             id=response_id,
-            model=self.model_name,
+            model=model,
             choices=[
                 CompletionChoice(index=i, text=text, finish_reason=last.finish_reason, stop_reason=last.stop_reason)
                 for i, (last, text) in enumerate(results)
@@ -254,7 +280,12 @@ class OpenAIServer:
         return json_response(response, headers=headers)
 
     async def _completion_stream(
-        self, response_id: str, prompt_tokens: int, body: SamplingRequest, streams: list[AsyncIterator[TextDelta]]
+        self,
+        response_id: str,
+        model: str,
+        prompt_tokens: int,
+        body: SamplingRequest,
+        streams: list[AsyncIterator[TextDelta]],
     ) -> AsyncIterator[bytes]:
         created = int(time.time())
         obj = "text_completion"
@@ -294,7 +325,7 @@ class OpenAIServer:
                     "finish_reason": delta.finish_reason,
                     "stop_reason": delta.stop_reason,
                 }
-                yield self._chunk(response_id, created, obj, [choice])
+                yield self._chunk(response_id, model, created, obj, [choice])
             for task in tasks:
                 task.result()
             if failure:
@@ -303,7 +334,7 @@ class OpenAIServer:
                 return
             if body.include_usage:
                 usage = make_usage(prompt_tokens, sum(completion_tokens), sum(cached_tokens)).model_dump()
-                yield self._chunk(response_id, created, obj, [], usage)
+                yield self._chunk(response_id, model, created, obj, [], usage)
             yield DONE
         finally:
             # Cancelling a drain task closes the stream it iterates (aborting its engine request);
@@ -323,7 +354,35 @@ class OpenAIServer:
             root=self.config.model or self.model_name,
             max_model_len=self.engine.max_model_len,
         )
-        return json_response(ModelList(data=[card]))
+        adapters = [
+            ModelCard(id=adapter.name, created=self.started, root=adapter.path, parent=self.model_name)
+            for adapter in self.loras.adapters()
+        ]
+        return json_response(ModelList(data=[card, *adapters]))
+
+    # ------------------------------------------------------------ LoRA adapters at run time (vLLM)
+
+    def _check_runtime_updating(self) -> None:
+        if not self.config.allow_runtime_lora_updating:
+            raise APIError(
+                "Loading and unloading LoRA adapters at run time is off; start the server with "
+                "allow_runtime_lora_updating: true (vLLM: VLLM_ALLOW_RUNTIME_LORA_UPDATING=True).",
+                404,
+            )
+
+    async def load_lora_adapter(self, request: Request) -> Response:
+        self._check_runtime_updating()
+        body = parse(LoadLoRAAdapterRequest, await read_json(request))
+        message = self.loras.load(body.lora_name, body.lora_path)
+        logger.info("loaded LoRA adapter %r from %s", body.lora_name, body.lora_path)
+        return Response(message, media_type="text/plain")
+
+    async def unload_lora_adapter(self, request: Request) -> Response:
+        self._check_runtime_updating()
+        body = parse(UnloadLoRAAdapterRequest, await read_json(request))
+        message = self.loras.unload(body.lora_name)
+        logger.info("unloaded LoRA adapter %r", body.lora_name)
+        return Response(message, media_type="text/plain")
 
     async def health(self, request: Request) -> Response:
         return Response(status_code=200 if self.engine.is_healthy() else 503)
@@ -351,7 +410,9 @@ class OpenAIServer:
         self.check_model(body.model)
         return json_response({"prompt": self.engine.detokenize(body.tokens)})
 
-    def _rendered(self, request_id: str, ids: list[int], body: SamplingRequest, max_tokens: int) -> dict[str, Any]:
+    def _rendered(
+        self, request_id: str, ids: list[int], body: SamplingRequest, max_tokens: int, model: str
+    ) -> dict[str, Any]:
         params = body.sampling_params(max_tokens, self.engine.eos_token_ids)
         return {
             "request_id": request_id,
@@ -369,7 +430,7 @@ class OpenAIServer:
                 "frequency_penalty": params.frequency_penalty,
                 "repetition_penalty": params.repetition_penalty,
             },
-            "model": self.model_name,
+            "model": model,
             "stream": body.stream,
             "stream_options": body.stream_options.model_dump() if body.stream_options else None,
             "token_offsets": None,
@@ -377,20 +438,20 @@ class OpenAIServer:
 
     async def render_completions(self, request: Request) -> Response:
         body = parse(CompletionRequest, await read_json(request))
-        self.check_model(body.model)
+        model = self.response_model(self.check_model(body.model))
         base_id = self.request_id(request)
         rendered = []
         for i, ids in enumerate(await self._completion_prompts(body)):
             max_tokens = check_length(self.engine, len(ids), body.requested_max_tokens(), "prompt")
-            rendered.append(self._rendered(f"cmpl-{base_id}-{i}", ids, body, max_tokens))
+            rendered.append(self._rendered(f"cmpl-{base_id}-{i}", ids, body, max_tokens, model))
         return json_response(rendered)
 
     async def render_chat(self, request: Request) -> Response:
         body = parse(ChatCompletionRequest, await read_json(request))
-        self.check_model(body.model)
+        model = self.response_model(self.check_model(body.model))
         ids = await chat_prompt_ids(self.engine, body.chat_messages(), body.add_generation_prompt)
         max_tokens = check_length(self.engine, len(ids), body.requested_max_tokens(), "messages")
-        return json_response(self._rendered(f"chatcmpl-{self.request_id(request)}", ids, body, max_tokens))
+        return json_response(self._rendered(f"chatcmpl-{self.request_id(request)}", ids, body, max_tokens, model))
 
     # ------------------------------------------------------------ SGLang-style info
 
@@ -510,6 +571,8 @@ def create_app(engine: Engine, config: ServerConfig) -> Starlette:
         Route("/v1/chat/completions", _guard(server.chat_completions), methods=post),
         Route("/v1/completions", _guard(server.completions), methods=post),
         Route("/v1/models", _guard(server.models), methods=get),
+        Route("/v1/load_lora_adapter", _guard(server.load_lora_adapter), methods=post),
+        Route("/v1/unload_lora_adapter", _guard(server.unload_lora_adapter), methods=post),
         Route("/health", server.health, methods=get),
         Route("/metrics", server.prometheus, methods=get),
         Route("/tokenize", _guard(server.tokenize_endpoint), methods=post),

@@ -23,6 +23,9 @@ _OVERRIDE_FLAGS: tuple[tuple[str, type, str], ...] = (
     ("--block-size", int, "KV cache block size in tokens"),
     ("--num-blocks", int, "number of KV cache blocks (overrides --kv-cache-size-gb)"),
     ("--device", str, "device: CPU / GPU for openvino, cpu / cuda for transformers"),
+    ("--max-loras", int, "most distinct LoRA adapters in one batch (default 1)"),
+    ("--max-cpu-loras", int, "LoRA adapters kept loaded in host memory (default: --max-loras)"),
+    ("--max-lora-rank", int, "highest LoRA adapter rank accepted (default 16)"),
     ("--log-level", str, "uvicorn log level (default warning)"),
 )
 
@@ -42,6 +45,21 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         default=None,
         help="reuse KV blocks of shared prompt prefixes (default on)",
     )
+    parser.add_argument(
+        "--lora-modules",
+        nargs="+",
+        action="extend",
+        metavar="NAME=PATH",
+        default=None,
+        help="LoRA adapters to serve, as NAME=PATH or a JSON object {\"name\", \"path\", \"base_model_name\"} "
+        "(like vLLM; engine 'sim' only)",
+    )
+    parser.add_argument(
+        "--allow-runtime-lora-updating",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="serve POST /v1/load_lora_adapter and /v1/unload_lora_adapter (default off)",
+    )
     parser.add_argument("--sim-preset", default=None, help="simulator preset (engine 'sim')")
     parser.add_argument("--log-format", choices=["text", "json"], help="log lines as text (default) or JSON objects")
     parser.set_defaults(func=run)
@@ -53,6 +71,10 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     overrides = overrides_from_flags(args, _OVERRIDE_FLAGS)
     if args.enable_prefix_caching is not None:
         overrides["enable_prefix_caching"] = args.enable_prefix_caching
+    if args.lora_modules is not None:
+        overrides["lora_modules"] = list(args.lora_modules)
+    if args.allow_runtime_lora_updating is not None:
+        overrides["allow_runtime_lora_updating"] = args.allow_runtime_lora_updating
     if args.sim_preset is not None:
         overrides["sim"] = {"preset": args.sim_preset}
     if args.log_format is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,6 +24,39 @@ def default_model_path() -> str | None:
         return None
     path = Path(next(iter(spec.submodule_search_locations))) / _SMOLLM2_GGUF
     return str(path) if path.is_file() else None
+
+
+class LoraModule(BaseModel):
+    """One LoRA adapter served from start, like vLLM's ``--lora-modules``: ``{name, path,
+    base_model_name}``, or the strings ``name=path`` and ``'{"name": …, "path": …}'``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, description="the model name clients send to get this adapter")
+    path: str = Field(min_length=1, description="the adapter directory (adapter_config.json, weights)")
+    base_model_name: str | None = Field(
+        default=None, description="the base model it adapts (must be served_model_name; default: it)"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if text.startswith("{"):
+            try:
+                return json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"not valid JSON: {exc}") from None
+        name, sep, path = text.partition("=")
+        if not sep:
+            raise ValueError(f"expected name=path or a JSON object, got {value!r}")
+        return {"name": name.strip(), "path": path.strip()}
+
+
+#: vLLM's choices for ``--max-lora-rank``.
+LoraRank = Literal[1, 8, 16, 32, 64, 128, 256, 320, 512]
 
 
 class ServerConfig(BaseModel):
@@ -81,6 +115,26 @@ class ServerConfig(BaseModel):
     log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = Field(
         default="warning", description="uvicorn log level"
     )
+    lora_modules: list[LoraModule] = Field(
+        default_factory=list,
+        description="LoRA adapters served from start (vLLM --lora-modules); a request whose model is an adapter "
+        "name runs on the base model with that adapter; engine sim only (see docs/lora.md)",
+    )
+    max_loras: int = Field(default=1, ge=1, description="most distinct LoRA adapters in one batch (vLLM --max-loras)")
+    max_cpu_loras: int | None = Field(
+        default=None,
+        ge=1,
+        description="LoRA adapters kept loaded in host memory, least recently used evicted (vLLM --max-cpu-loras)",
+        json_schema_extra={"doc_default": "max_loras"},
+    )
+    max_lora_rank: LoraRank = Field(
+        default=16, description="highest adapter rank accepted (read from the adapter's adapter_config.json)"
+    )
+    allow_runtime_lora_updating: bool = Field(
+        default=False,
+        description="serve POST /v1/load_lora_adapter and /v1/unload_lora_adapter (vLLM's "
+        "VLLM_ALLOW_RUNTIME_LORA_UPDATING); engine sim only",
+    )
     sim: SimConfig = Field(default_factory=SimConfig, description="the vLLM simulator engine (engine: sim)")
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig, description="JSON logs, prompt logging, tracing")
 
@@ -109,12 +163,47 @@ class ServerConfig(BaseModel):
             raise ValueError(
                 f"scheduling_policy: priority scheduling is implemented by the sim engine only, not {self.engine}"
             )
+        self._check_lora()
         if self.max_num_batched_tokens < self.max_num_seqs:
             raise ValueError(
                 f"max_num_batched_tokens ({self.max_num_batched_tokens}) must be at least "
                 f"max_num_seqs ({self.max_num_seqs})"
             )
         return self
+
+
+    @property
+    def lora_enabled(self) -> bool:
+        """LoRA is on when adapters are configured or may be loaded at run time (vLLM's ``--enable-lora``)."""
+        return bool(self.lora_modules) or self.allow_runtime_lora_updating
+
+    def _check_lora(self) -> None:
+        if self.lora_enabled and self.engine != "sim":
+            field = "lora_modules" if self.lora_modules else "allow_runtime_lora_updating"
+            raise ValueError(
+                f"{field}: the {self.engine} engine cannot apply LoRA adapters (only engine sim can); a request "
+                "for an adapter would otherwise be served by the base model"
+            )
+        if self.max_cpu_loras is not None and self.max_cpu_loras < self.max_loras:
+            raise ValueError(f"max_cpu_loras ({self.max_cpu_loras}) must be >= max_loras ({self.max_loras})")
+        from inferplane.server.lora import check_adapter
+
+        seen: set[str] = set()
+        for index, module in enumerate(self.lora_modules):
+            where = f"lora_modules.{index}"
+            if module.name in seen:
+                raise ValueError(f"{where}.name: adapter {module.name!r} is listed twice")
+            if module.name == self.served_model_name:
+                raise ValueError(f"{where}.name: {module.name!r} is the base model's served_model_name")
+            if module.base_model_name is not None and module.base_model_name != self.served_model_name:
+                raise ValueError(
+                    f"{where}.base_model_name: {module.base_model_name!r} is not the served model "
+                    f"({self.served_model_name!r}); one server serves one base model"
+                )
+            problem = check_adapter(module.path, self.max_lora_rank)
+            if problem is not None:
+                raise ValueError(f"{where}.path: {problem}")
+            seen.add(module.name)
 
 
 def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

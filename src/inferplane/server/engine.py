@@ -36,7 +36,7 @@ class EngineRequest:
     request_id: str
     prompt_token_ids: Sequence[int]
     params: SamplingParams
-    # Set by the server for engines that care (the simulator uses it for prefix hashing).
+    # The LoRA adapter to apply (a name the engine was given with ``add_lora``); None: the base model.
     lora_name: str | None = None
     # vLLM's request priority (lower first); only engines started with the priority policy see non-zero.
     priority: int = 0
@@ -65,6 +65,10 @@ class EngineStats:
     prefix_cache_queries: int = 0  # tokens looked up
     prefix_cache_hits: int = 0  # tokens found
     num_preemptions: int = 0
+    # LoRA, exported as ``vllm:lora_requests_info``; None: LoRA off (no such series, as in vLLM).
+    max_lora: int | None = None
+    running_lora_adapters: Sequence[str] = ()
+    waiting_lora_adapters: Sequence[str] = ()
     extra: dict[str, float] = field(default_factory=dict)
 
 
@@ -113,6 +117,14 @@ class Engine(abc.ABC):
 
     @abc.abstractmethod
     def stats(self) -> EngineStats: ...
+
+    def add_lora(self, name: str, path: str) -> None:
+        """Make adapter ``name`` (weights at ``path``) available to requests; engines that cannot
+        apply adapters refuse (the server configuration already rejects ``lora_modules`` for them)."""
+        raise EngineError(f"this engine cannot apply LoRA adapters (adapter {name!r})", status=400, param="lora_modules")
+
+    def remove_lora(self, name: str) -> None:
+        """Forget adapter ``name``; requests already running with it may finish."""
 
     def is_healthy(self) -> bool:
         """False once the engine can no longer serve (``/health`` answers 503)."""

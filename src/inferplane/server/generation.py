@@ -53,10 +53,21 @@ def check_length(engine: Engine, prompt_len: int, requested: int | None, what: s
 
 
 def engine_request(
-    engine: Engine, request_id: str, prompt_ids: Sequence[int], request: SamplingRequest, max_tokens: int
+    engine: Engine,
+    request_id: str,
+    prompt_ids: Sequence[int],
+    request: SamplingRequest,
+    max_tokens: int,
+    lora_name: str | None = None,
 ) -> EngineRequest:
     params: SamplingParams = request.sampling_params(max_tokens, engine.eos_token_ids)
-    return EngineRequest(request_id=request_id, prompt_token_ids=prompt_ids, params=params, priority=request.priority)
+    return EngineRequest(
+        request_id=request_id,
+        prompt_token_ids=prompt_ids,
+        params=params,
+        lora_name=lora_name,
+        priority=request.priority,
+    )
 
 
 def new_decoder(engine: Engine) -> IncrementalDecoder:

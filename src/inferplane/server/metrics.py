@@ -1,9 +1,10 @@
 """The vLLM ``/metrics`` contract (design §3), for every engine.
 
-Engine gauges (running / waiting requests, KV-cache use, cache geometry, prefix-cache counters) are
-read from ``engine.stats()`` at scrape time by a custom collector: no background task, no lock,
-nothing stale. Request-level counters and histograms are updated by the API handlers. Every series
-carries the label ``model_name``.
+Engine gauges (running / waiting requests, KV-cache use, cache geometry, prefix-cache counters,
+the LoRA adapters running and waiting when LoRA is on) are read from ``engine.stats()`` at scrape
+time by a custom collector: no background task, no lock, nothing stale. Request-level counters and
+histograms are updated by the API handlers. Every series but the ``*_info`` ones carries the label
+``model_name``: the base model, also for requests that named a LoRA adapter (as vLLM).
 """
 
 from __future__ import annotations
@@ -58,13 +59,19 @@ class EngineStatsCollector(Collector):
         )
         info.add_metric([str(stats.block_size), str(stats.num_gpu_blocks), self._prefix_caching], 1.0)
         yield info
-        lora = GaugeMetricFamily(
-            "vllm:lora_requests_info",
-            "Running stats on LoRA requests.",
-            labels=["max_lora", "running_lora_adapters", "waiting_lora_adapters"],
-        )
-        lora.add_metric([str(int(stats.extra.get("max_lora", 0))), "", ""], time.time())
-        yield lora
+        if stats.max_lora is not None:  # LoRA on (vLLM has no such series without --enable-lora)
+            # vLLM's shape: the adapter sets as comma-separated labels, the value the time they
+            # were current (read at scrape time, so always now).
+            lora = GaugeMetricFamily(
+                "vllm:lora_requests_info",
+                "Running stats on lora requests.",
+                labels=["max_lora", "waiting_lora_adapters", "running_lora_adapters"],
+            )
+            lora.add_metric(
+                [str(stats.max_lora), ",".join(stats.waiting_lora_adapters), ",".join(stats.running_lora_adapters)],
+                time.time(),
+            )
+            yield lora
         yield counter("vllm:prefix_cache_queries", "Prefix-cache queries, in tokens.", stats.prefix_cache_queries)
         yield counter("vllm:prefix_cache_hits", "Prefix-cache hits, in tokens.", stats.prefix_cache_hits)
         yield counter("vllm:num_preemptions", "Cumulative number of preemptions.", stats.num_preemptions)

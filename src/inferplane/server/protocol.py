@@ -361,9 +361,30 @@ class ModelCard(BaseModel):
     owned_by: str = "inferplane"
     root: str
     parent: str | None = None
-    max_model_len: int
+    max_model_len: int | None = None  # vLLM leaves it null on adapter cards
 
 
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelCard]
+
+
+# ---------------------------------------------------------------- LoRA adapters at run time (vLLM)
+
+
+class LoadLoRAAdapterRequest(BaseModel):
+    """``POST /v1/load_lora_adapter``."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    lora_name: str = ""
+    lora_path: str = ""
+
+
+class UnloadLoRAAdapterRequest(BaseModel):
+    """``POST /v1/unload_lora_adapter`` (vLLM's optional ``lora_int_id`` is accepted and ignored)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    lora_name: str = ""
+    lora_int_id: int | None = None

@@ -16,8 +16,8 @@ class CostOverrides(BaseModel):
     """Overrides of the preset's step-time parameters (seconds); unset fields keep the preset's.
 
     Step time = ``step_base_s + prefill_per_token_s * prefill_tokens + decode_per_seq_s * decodes
-    + context_per_token_s * context_tokens``; ``request_overhead_s`` delays each request before it is
-    scheduled (see :mod:`inferplane.sim.cost_model`).
+    + context_per_token_s * context_tokens + lora_load_s * adapters_loaded``; ``request_overhead_s``
+    delays each request before it is scheduled (see :mod:`inferplane.sim.cost_model`).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -28,6 +28,8 @@ class CostOverrides(BaseModel):
     context_per_token_s: float | None = Field(default=None, ge=0)
     # Latency outside the engine loop (HTTP, tokenization), added before a request is scheduled.
     request_overhead_s: float | None = Field(default=None, ge=0)
+    # Reading one LoRA adapter that is not among the max_cpu_loras cached ones; the step needing it waits.
+    lora_load_s: float | None = Field(default=None, ge=0)
 
 
 class OutputLengthConfig(BaseModel):

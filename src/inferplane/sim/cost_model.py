@@ -7,6 +7,7 @@ prefill chunks batched together). Its time is modelled as::
       + prefill_per_token_s * prefill_tokens  # compute-bound prefill (GEMMs over new tokens)
       + decode_per_seq_s * num_decodes        # per-sequence sampling / bookkeeping
       + context_per_token_s * context_tokens  # attention reads the KV of every scheduled sequence
+      + lora_load_s * adapters_loaded         # LoRA adapters read from disk for this batch
 
 so latency grows with load the way a real replica's does (llm-d-inference-sim models the same
 growth with a flat "time factor under load").
@@ -35,6 +36,9 @@ class CostModel:
     decode_per_seq_s: float
     context_per_token_s: float
     request_overhead_s: float = 0.0
+    #: Reading one LoRA adapter that is not in host memory (vLLM's ``max_cpu_loras`` LRU cache)
+    #: from disk; the step that needs it waits (see :mod:`inferplane.sim.lora`).
+    lora_load_s: float = 0.0
 
     def step_time(self, prefill_tokens: int, num_decodes: int, context_tokens: int) -> float:
         return (
@@ -94,6 +98,11 @@ LLAMA3_8B_H100 = Preset(
         # profile: prefill-overhead 30ms). 35 ms outside the engine puts 300-1000-token prompts
         # at 61-96 ms TTFT at low load.
         request_overhead_s=0.035,
+        # A rank-16 adapter on all 7 projections of Llama-3.1-8B: 32 layers x 16 x 81,920
+        # (in + out features summed) = 42M bf16 parameters = 84 MB; read from local disk into host
+        # memory at ~2 GB/s (safetensors read plus tensor set-up) ~= 40-50 ms. A derived estimate,
+        # not a vLLM measurement. TODO(calibrate).
+        lora_load_s=0.05,
     ),
     kv_bytes_per_token=131072,
     # 80 GiB x 0.9 (gpu_memory_utilization) - 16 GB weights - ~4 GB activations/CUDA graphs
@@ -124,6 +133,10 @@ QWEN3_32B_TP2_H100 = Preset(
         context_per_token_s=131072 / H100_EFFECTIVE_BANDWIDTH,
         # As for the 8B preset (API server outside the engine core).
         request_overhead_s=0.035,
+        # Rank 16 on all 7 projections of Qwen3-32B: 64 layers x 16 x 131,072 = 134M bf16 parameters
+        # = 268 MB; each tensor-parallel worker reads the file at ~2 GB/s ~= 130 ms. Derived, not
+        # measured. TODO(calibrate).
+        lora_load_s=0.13,
     ),
     kv_bytes_per_token=131072,
     # design.md §6: each pod of llm-d's benchmark has a 307,328-token KV cache = 19,208 blocks.
@@ -155,6 +168,9 @@ SMOLLM2_135M_CPU2 = Preset(
         context_per_token_s=23040 / 20e9,
         # TODO(calibrate): HTTP + tokenization on 2 busy cores.
         request_overhead_s=0.01,
+        # Rank 16 on all 7 projections of SmolLM2-135M: 30 layers x 16 x 10,176 = 4.9M bf16
+        # parameters = 10 MB; a few ms of reading, ~10 ms on 2 busy cores. Derived. TODO(calibrate).
+        lora_load_s=0.01,
     ),
     kv_bytes_per_token=23040,
     # TODO(calibrate): VLLM_CPU_KVCACHE_SPACE 4 GiB / 22.5 KiB per token = 186k tokens.

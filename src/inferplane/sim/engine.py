@@ -190,9 +190,25 @@ class SimEngine(Engine):
             if self._streams.pop(request.request_id, None) is not None and not finished:
                 self.replica.abort(request.request_id)
 
+    def add_lora(self, name: str, path: str) -> None:
+        """Load the adapter into the replica's host-memory cache (the simulator reads no weights)."""
+        try:
+            self.replica.add_lora(name)
+        except ValueError as exc:
+            raise EngineError(str(exc), param="lora_modules") from None
+
+    def remove_lora(self, name: str) -> None:
+        self.replica.remove_lora(name)
+
     def stats(self) -> EngineStats:
         replica = self.replica
         kv_cache = replica.kv_cache
+        running_loras: list[str] = []
+        waiting_loras: list[str] = []
+        extra = {"engine_steps": float(replica.num_steps), "engine_busy_seconds": replica.busy_time}
+        if replica.adapters is not None:
+            running_loras, waiting_loras = replica.lora_adapters()
+            extra["lora_loads"] = float(replica.adapters.num_loads)
         return EngineStats(
             num_requests_running=replica.scheduler.num_running,
             num_requests_waiting=replica.scheduler.num_waiting,
@@ -202,7 +218,10 @@ class SimEngine(Engine):
             prefix_cache_queries=kv_cache.prefix_queries,
             prefix_cache_hits=kv_cache.prefix_hits,
             num_preemptions=replica.scheduler.num_preemptions,
-            extra={"engine_steps": float(replica.num_steps), "engine_busy_seconds": replica.busy_time},
+            max_lora=replica.spec.max_loras if replica.adapters is not None else None,
+            running_lora_adapters=running_loras,
+            waiting_lora_adapters=waiting_loras,
+            extra=extra,
         )
 
     # -- the engine loop ------------------------------------------------------------------------
@@ -284,6 +303,8 @@ def resolve_spec(config: ServerConfig, preset: Preset) -> ReplicaSpec:
         max_num_batched_tokens=pick("max_num_batched_tokens", preset.max_num_batched_tokens),
         enable_prefix_caching=config.enable_prefix_caching,
         scheduling_policy=config.scheduling_policy,
+        max_loras=config.max_loras if config.lora_enabled else 0,
+        max_cpu_loras=(config.max_cpu_loras or config.max_loras) if config.lora_enabled else 0,
     )
 
 

@@ -15,9 +15,15 @@ from dataclasses import dataclass
 from inferplane.sim.config import OutputLengthConfig
 from inferplane.sim.cost_model import CostModel, Preset
 from inferplane.sim.kv_cache import CacheEvent, KVCache
+from inferplane.sim.lora import AdapterCache
 from inferplane.sim.request import SimRequest
 from inferplane.sim.sampler import OutputSampler
-from inferplane.sim.scheduler import Scheduler, SchedulerLimits, SchedulingPolicy, StepPlan
+from inferplane.sim.scheduler import (
+    Scheduler,
+    SchedulerLimits,
+    SchedulingPolicy,
+    StepPlan,
+)
 from inferplane.sim.tokenizer import Tokenizer
 
 
@@ -34,6 +40,10 @@ class ReplicaSpec:
     enable_prefix_caching: bool = True
     #: vLLM's ``--scheduling-policy``: ``fcfs`` or ``priority`` (requests' ``priority``, lower first).
     scheduling_policy: SchedulingPolicy = "fcfs"
+    #: vLLM's ``--max-loras``: most distinct LoRA adapters in one batch; 0: LoRA off.
+    max_loras: int = 0
+    #: vLLM's ``--max-cpu-loras``: adapters kept loaded in host memory (0: ``max_loras``).
+    max_cpu_loras: int = 0
 
     @classmethod
     def from_preset(cls, preset: Preset) -> ReplicaSpec:
@@ -74,9 +84,14 @@ class Replica:
         self.spec = spec
         self.kv_cache = KVCache(spec.num_blocks, spec.block_size, spec.enable_prefix_caching, on_cache_event)
         self.sampler = OutputSampler(tokenizer, output_length, seed)
-        limits = SchedulerLimits(spec.max_num_seqs, spec.max_num_batched_tokens, spec.max_model_len)
+        limits = SchedulerLimits(spec.max_num_seqs, spec.max_num_batched_tokens, spec.max_model_len, spec.max_loras)
         self.scheduler = Scheduler(limits, self.kv_cache, self.sampler, spec.scheduling_policy)
         self.cost = spec.cost
+        self.adapters: AdapterCache | None = None
+        if spec.max_loras:
+            if spec.max_cpu_loras and spec.max_cpu_loras < spec.max_loras:
+                raise ValueError(f"max_cpu_loras ({spec.max_cpu_loras}) must be >= max_loras ({spec.max_loras})")
+            self.adapters = AdapterCache(spec.max_cpu_loras or spec.max_loras)
         self.num_steps = 0
         self.busy_time = 0.0  # modelled seconds spent in steps
 
@@ -121,6 +136,9 @@ class Replica:
         if not plan.scheduled:
             return None
         duration = self.cost.step_time(plan.prefill_tokens, plan.num_decodes, plan.context_tokens)
+        if plan.loras and self.adapters is not None:
+            # Adapters not in host memory are read from disk before the forward pass can run.
+            duration += self.adapters.use(plan.loras) * self.cost.lora_load_s
         return TimedPlan(plan, duration)
 
     def finish_step(self, timed: TimedPlan) -> list[SimRequest]:
@@ -128,6 +146,27 @@ class Replica:
         self.num_steps += 1
         self.busy_time += timed.duration
         return self.scheduler.update(timed.plan)
+
+    # -- LoRA adapters ----------------------------------------------------------------------------
+
+    def add_lora(self, name: str) -> None:
+        """Load an adapter into host memory now (vLLM's ``add_lora``: at start or on a runtime load)."""
+        if self.adapters is None:
+            raise ValueError("LoRA is off for this replica (max_loras is 0)")
+        self.adapters.add(name)
+
+    def remove_lora(self, name: str) -> None:
+        """Drop an unloaded adapter from host memory; requests already admitted still finish."""
+        if self.adapters is not None:
+            self.adapters.remove(name)
+
+    def lora_adapters(self) -> tuple[list[str], list[str]]:
+        """Distinct adapters of the running and of the waiting requests, sorted (vLLM's
+        ``running_lora_adapters`` / ``waiting_lora_adapters``)."""
+        scheduler = self.scheduler
+        running = {request.lora_name for request in scheduler.running if request.lora_name}
+        waiting = {request.lora_name for request in scheduler.waiting if request.lora_name}
+        return sorted(running), sorted(waiting)
 
     def fits(self, num_prompt_tokens: int, max_tokens: int) -> str | None:
         """Why a request can never be served here (None if it can)."""

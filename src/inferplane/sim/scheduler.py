@@ -15,6 +15,11 @@ blocks for its first chunk) also preempts running requests of strictly lower pri
 step is scheduled, as vLLM V0's priority scheduler did (``_schedule_priority_preemption``): filler
 work gives way to urgent work at once instead of when a slot frees up.
 
+LoRA (``max_loras`` set): at most ``max_loras`` distinct adapters in one step's batch, as vLLM
+v1's scheduler enforces. A waiting request whose adapter would be one too many is skipped for this
+step (it keeps its place in the queue) and the requests behind it are still considered, so base
+model requests and requests for adapters already in the batch are never blocked by it.
+
 A step is split in two calls so a caller can let time pass in between: :meth:`Scheduler.schedule`
 decides the batch and :meth:`Scheduler.update` applies its results.
 
@@ -84,6 +89,8 @@ class SchedulerLimits:
     max_num_seqs: int
     max_num_batched_tokens: int
     max_model_len: int
+    #: Most distinct LoRA adapters in one step's batch (vLLM ``--max-loras``); 0: LoRA off, no limit.
+    max_loras: int = 0
 
 
 @dataclass(slots=True)
@@ -95,6 +102,8 @@ class StepPlan:
     prefill_tokens: int = 0
     num_decodes: int = 0
     context_tokens: int = 0
+    #: Distinct LoRA adapters in the batch (filled only when ``max_loras`` is set).
+    loras: set[str] = field(default_factory=set)
 
     @property
     def num_scheduled_tokens(self) -> int:
@@ -216,11 +225,20 @@ class Scheduler:
                 continue
             break  # the request itself was preempted: nothing else fits
 
+        max_loras = self.limits.max_loras
+        loras = plan.loras
+        if max_loras:
+            loras.update(request.lora_name for request, _ in scheduled if request.lora_name)
         if len(plan.preempted) == preempted_up_front:  # blocks ran out for running requests: admit none
             waiting = self.waiting
             max_num_seqs = self.limits.max_num_seqs
+            skipped: list[SimRequest] = []
             while waiting and budget > 0 and len(running) < max_num_seqs:
                 request = waiting[0]
+                lora = request.lora_name
+                if max_loras and lora and lora not in loras and len(loras) >= max_loras:
+                    skipped.append(waiting.popleft())  # its adapter would exceed max_loras this step
+                    continue
                 num_tokens = len(request.all_token_ids)
                 hits = kv_cache.find_cached_prefix(request, num_tokens)
                 computed = len(hits) * block_size
@@ -238,6 +256,10 @@ class Scheduler:
                 budget -= num_new
                 prefill_tokens += num_new
                 context_tokens += computed + num_new
+                if max_loras and lora:
+                    loras.add(lora)
+            for request in reversed(skipped):  # back at the head, in their order
+                waiting.appendleft(request)
 
         plan.prefill_tokens = prefill_tokens
         plan.num_decodes = num_decodes
