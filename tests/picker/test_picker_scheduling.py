@@ -122,6 +122,9 @@ def test_lora_affinity_scores() -> None:
 
     eps = [lora(1, {"a"}), lora(2, {"b"}), lora(3, {"b", "c"}, {"a"}), lora(4, {"b", "c"})]
     assert LoraAffinityScorer().score(ctx(model="a"), eps) == [1.0, 0.8, 0.6, 0.0]
+    for ep in eps:
+        ep.metrics.models = frozenset({"base"})
+    assert LoraAffinityScorer().score(ctx(model="base"), eps) == [1.0] * 4  # the base model needs no adapter slot
 
 
 # ---- prefix -------------------------------------------------------------------------------

@@ -100,7 +100,11 @@ class InFlightScorer(Scorer):
 
 @register()
 class LoraAffinityScorer(Scorer):
-    """Prefer servers with the requested adapter loaded: 1.0 active, 0.8 free slot, 0.6 waiting, 0 full."""
+    """Prefer servers with the requested adapter loaded: 1.0 active, 0.8 free slot, 0.6 waiting, 0 full.
+
+    A request for a server's base model (its ``model_name``) needs no adapter slot: 1.0 there. A server
+    reporting no LoRA state scores 0.8 (unknown, as good as a free slot).
+    """
 
     type_name = "lora-affinity-scorer"
 
@@ -109,7 +113,9 @@ class LoraAffinityScorer(Scorer):
         scores: list[float] = []
         for ep in endpoints:
             m = ep.metrics
-            if m is None or m.max_lora is None:
+            if m is not None and model in m.models:
+                scores.append(1.0)
+            elif m is None or m.max_lora is None:
                 scores.append(0.8)
             elif model in m.running_loras:
                 scores.append(1.0)
