@@ -13,6 +13,8 @@ critical=10, standard=0, sheddable=-1, and the objectives' priorities handed to 
      (both in one band) → light's TTFT change
   5. saturation share: light offering 60 % and heavy 600 % of capacity, equal weights → served
      req/s per tenant vs its weighted share (50 %)
+  6. canary: 10,000 tiny requests for `app`, which the picker rewrites 90/10 to the base model and a
+     LoRA adapter of it → the share the adapter answered (from each response's `model`)
 Every phase uses open-loop Poisson arrivals of streaming requests; TTFT is to the first generated text.
 Served rates count the requests completed inside the arrival window (queued work drained after it is
 left out); the closed-loop capacity of (1) is an estimate, so shares are of what the pool served.
@@ -26,6 +28,7 @@ import json
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import httpx
@@ -39,6 +42,9 @@ from platform_runner import Platform, start_platform
 
 OBJECTIVE = "x-llm-d-inference-objective"
 TENANT = "x-llm-d-inference-fairness-id"
+BASE_MODEL = "sim-base"
+CANARY_ALIAS = "app"  # the name clients send; the picker rewrites it 90/10
+CANARY_ADAPTER = "sim-canary"  # a LoRA adapter of the base model, served by every replica
 
 
 def change(after: float, before: float) -> float:
@@ -122,7 +128,50 @@ async def phases(args: argparse.Namespace, platform: Platform) -> dict:
         "served_vs_capacity": round((light_window + heavy_window) / cap, 3),
         "unanswered": sum(1 for o in [*light_sat, *heavy_sat] if o.status == 0),
     }
+
+    await drained(platform)
+    res["canary"] = await canary(base, args.canary_requests)
     return res
+
+
+async def drained(platform: Platform, limit_s: float = 120.0) -> None:
+    """Until the picker's queues are empty (the saturation phase leaves the heavy tenant's backlog)."""
+    url = f"http://127.0.0.1:{platform.ports['metrics']}/metrics"
+    deadline = time.monotonic() + limit_s
+    async with httpx.AsyncClient(timeout=5) as client:
+        while time.monotonic() < deadline:
+            text = (await client.get(url)).text
+            queued = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                         if line.startswith("inference_extension_flow_control_queue_size{"))
+            if queued == 0:
+                return
+            await asyncio.sleep(0.5)
+
+
+async def canary(base: str, requests: int, concurrency: int = 32) -> dict:
+    """``requests`` tiny completions for the rewritten name ``app`` (90 % base model, 10 % the canary
+    adapter): which model answered, counted from the responses."""
+    served: dict[str, int] = {}
+    errors: dict[int, int] = {}
+    next_id = iter(range(requests))
+    body = {"model": CANARY_ALIAS, "prompt": "Say hello.", "max_tokens": 1}
+    started = time.monotonic()
+    limits = httpx.Limits(max_connections=concurrency)
+    async with httpx.AsyncClient(base_url=base, timeout=120, limits=limits) as client:
+        async def worker() -> None:
+            for _ in next_id:
+                reply = await client.post("/completions", json=body, headers={OBJECTIVE: "standard"})
+                if reply.status_code == 200:
+                    name = reply.json()["model"]
+                    served[name] = served.get(name, 0) + 1
+                else:
+                    errors[reply.status_code] = errors.get(reply.status_code, 0) + 1
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    total = sum(served.values())
+    share = served.get(CANARY_ADAPTER, 0) / total if total else 0.0
+    return {"requests": requests, "seconds": round(time.monotonic() - started, 1), "served_by_model": served,
+            "errors": errors, "canary_share": round(share, 4), "target_share": 0.1,
+            "within_2_points": abs(share - 0.1) <= 0.02}
 
 
 def _outcomes(s: dict) -> str:
@@ -130,7 +179,7 @@ def _outcomes(s: dict) -> str:
 
 
 def markdown(res: dict, command: str) -> str:
-    p, t, s = res["priority"], res["tenants"], res["saturation"]
+    p, t, s, c = res["priority"], res["tenants"], res["saturation"], res["canary"]
     lines = [
         "# Flow-control benchmark (priorities and tenants on simulated replicas)", "",
         f"Config: `{json.dumps(res['config'])}`", "",
@@ -154,6 +203,9 @@ def markdown(res: dict, command: str) -> str:
         f"{s['heavy_window_rps']} req/s; pool {s['served_vs_capacity']:.0%} of capacity) | each ≥ its share "
         "(light: min(60 %, 50 %)) |",
         f"| saturation outcomes | light: {_outcomes(s['light'])}; heavy: {_outcomes(s['heavy'])} | |",
+        f"| canary rewrite 90/10 over {c['requests']} requests: share answered by the canary adapter | "
+        f"{c['canary_share']:.2%} (by model: {c['served_by_model']}; errors: {c['errors'] or 'none'}) | "
+        "10 % ± 2 points |",
         "", f"Command: `{command}`", ""]
     return "\n".join(lines)
 
@@ -167,12 +219,17 @@ def main() -> int:
     parser.add_argument("--time-scale", type=float, default=4.0,
                         help="simulated time per modelled second (>1: slower replicas, less CPU noise)")
     parser.add_argument("--ttl", type=float, default=30.0, help="flow-control queue TTL (s)")
+    parser.add_argument("--canary-requests", type=int, default=10_000)
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "flowcontrol"))
     args = parser.parse_args()
     server = {"engine": "sim", "max_num_seqs": args.max_num_seqs, "max_num_batched_tokens": 512,
-              "scheduling_policy": "priority",
+              "scheduling_policy": "priority", "served_model_name": BASE_MODEL,
+              "lora_modules": [f"{CANARY_ADAPTER}=/adapters/{CANARY_ADAPTER}"], "max_loras": 1,
               "sim": {"output_length": {"distribution": "fixed", "mean": MAX_TOKENS}, "time_scale": args.time_scale}}
+    canary_rule = {"matches": [{"model": {"value": CANARY_ALIAS}}],
+                   "targets": [{"modelRewrite": BASE_MODEL, "weight": 90}, {"modelRewrite": CANARY_ADAPTER, "weight": 10}]}
     picker = {"objectives": {"critical": 10, "standard": 0, "sheddable": -1}, "engine_priority": True,
+              "model_rewrites": [{"name": "canary", "rules": [canary_rule]}],
               "flow_control": {"enabled": True, "queue_sheddable": True, "ttl": args.ttl, "max_requests": 2000},
               "saturation": {"type": "utilization-detector",
                              "parameters": {"queue_threshold": args.queue_threshold, "kv_cache_threshold": 0.8}}}
