@@ -70,9 +70,10 @@ async def phases(args: argparse.Namespace, platform: Platform) -> dict:
     # -- priorities: critical at 60 %, sheddable offered at 3x what is left -------------------
     critical = {OBJECTIVE: "critical"}
     rate = 0.6 * cap
-    alone = await open_loop(base, model, rate, seconds, critical, seed=1)
+    # Same arrivals (seed) on both sides, but fresh prompt ids: no prefix-cache hits from the other side.
+    alone = await open_loop(base, model, rate, seconds, critical, seed=1, first_id=6_000_000)
     both = await asyncio.gather(
-        open_loop(base, model, rate, seconds, critical, seed=1),
+        open_loop(base, model, rate, seconds, critical, seed=1, first_id=7_000_000),
         open_loop(base, model, 3 * (cap - rate), seconds, {OBJECTIVE: "sheddable"}, seed=2, first_id=1_000_000),
     )
     mixed, shed = both
@@ -98,7 +99,7 @@ async def phases(args: argparse.Namespace, platform: Platform) -> dict:
     light_rate = 0.1 * cap
     light_alone = await open_loop(base, model, light_rate, seconds, light, seed=3, first_id=2_000_000)
     light_mixed, heavy_mixed = await asyncio.gather(
-        open_loop(base, model, light_rate, seconds, light, seed=3, first_id=2_000_000),
+        open_loop(base, model, light_rate, seconds, light, seed=3, first_id=8_000_000),
         open_loop(base, model, 10 * light_rate, seconds, heavy, seed=4, first_id=3_000_000),
     )
     res["tenants"] = {
