@@ -153,13 +153,14 @@ async def test_models_lists_every_pool_and_follows_loads(router: pb_grpc.Externa
         return [card["id"] for card in document["data"]]
 
     assert await listed() == ["alpha", "fraud"]  # "later" is on disk but not loaded
-    httpx.post(f"http://{oip_server}/v2/repository/models/later/load", timeout=30).raise_for_status()
-    try:
-        assert await listed() == ["alpha", "fraud", "later"]
-        (card,) = await _ask(router, _headers("GET", "/v1/models/later", True))
-        assert orjson.loads(card.immediate_response.body)["id"] == "later"
-    finally:
-        httpx.post(f"http://{oip_server}/v2/repository/models/later/unload", timeout=30).raise_for_status()
+    async with httpx.AsyncClient(base_url=f"http://{oip_server}", timeout=30) as server:
+        (await server.post("/v2/repository/models/later/load")).raise_for_status()
+        try:
+            assert await listed() == ["alpha", "fraud", "later"]
+            (card,) = await _ask(router, _headers("GET", "/v1/models/later", True))
+            assert orjson.loads(card.immediate_response.body)["id"] == "later"
+        finally:
+            (await server.post("/v2/repository/models/later/unload")).raise_for_status()
 
 
 async def test_bad_bodies_are_400(router: pb_grpc.ExternalProcessorStub) -> None:

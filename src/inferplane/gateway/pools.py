@@ -28,8 +28,8 @@ from typing import Any
 
 from inferplane.gateway.bootstrap import (
     DESTINATION_HEADER,
-    MODEL_NAME_HEADER,
     EXT_PROC_PER_ROUTE,
+    MODEL_NAME_HEADER,
     PICKER_FILTER,
     ROUTER_FILTER,
     grpc_service_cluster,

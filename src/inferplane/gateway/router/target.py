@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import unquote
 
 import orjson
+from google.protobuf.message import DecodeError
 
 from inferplane.gateway.pools import GRPC_SERVICE_PREFIX
 
@@ -128,7 +129,7 @@ def grpc_model(method: str, raw: bytes, encoding: str = "") -> str:
     cls, field = _MODEL_MESSAGES[method]
     try:
         parsed = cls.FromString(message)
-    except Exception as exc:  # protobuf's DecodeError; the message names the problem
+    except DecodeError as exc:
         raise bad_request(f"gRPC {method} request cannot be decoded: {exc}") from None
     model = getattr(parsed, field)
     if not model:
