@@ -9,8 +9,11 @@ servers' own counters.
 from __future__ import annotations
 
 import importlib.util
+import io
+import json
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -149,6 +152,21 @@ def test_malformed_body_is_400_openai_error(platform: Platform) -> None:
     assert response.status_code == 400 and response.json()["error"]["message"]
     response = httpx.post(f"{platform.base_url}/embeddings", json={"input": "no model named"}, timeout=10)
     assert response.status_code == 400 and "model" in response.json()["error"]["message"]
+
+
+def test_batch_requests_reach_the_pool_of_their_model(client: openai.OpenAI) -> None:
+    """The Batch API dispatches through the gateway: embedding lines land on the models pool."""
+    lines = "\n".join(json.dumps({"custom_id": f"e{i}", "method": "POST", "url": "/v1/embeddings",
+                                  "body": {"model": "minilm", "input": f"text {i}"}}) for i in range(2))
+    uploaded = client.files.create(file=("in.jsonl", io.BytesIO(lines.encode())), purpose="batch")
+    batch = client.batches.create(input_file_id=uploaded.id, endpoint="/v1/embeddings", completion_window="24h")
+    deadline = time.monotonic() + 60
+    while (batch := client.batches.retrieve(batch.id)).status not in ("completed", "failed", "expired", "cancelled"):
+        assert time.monotonic() < deadline, f"batch still {batch.status}"
+        time.sleep(0.2)
+    assert batch.status == "completed" and batch.request_counts.completed == 2
+    results = [json.loads(line) for line in client.files.content(batch.output_file_id).text.splitlines()]
+    assert all(len(r["response"]["body"]["data"][0]["embedding"]) == 384 for r in results)
 
 
 def test_two_llm_pools_routed_by_the_body_model(tmp_path: Path) -> None:
