@@ -174,7 +174,8 @@ def plan_router(router: dict[str, Any], pools: list[PoolPlan], log_format: str, 
     raw = {
         "log_format": log_format,
         **router,
-        "pools": [{"name": p.name, "kind": p.kind, "endpoints": p.endpoints, "models": p.models()} for p in pools],
+        "pools": [{"name": p.name, "kind": p.kind, "endpoints": p.endpoints, "models": p.models(),
+                   "grpc": bool(p.grpc_endpoints)} for p in pools],
     }
     return validate_section(RouterConfig, raw, source, "router")
 

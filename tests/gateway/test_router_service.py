@@ -63,7 +63,7 @@ async def router(oip_server: str) -> AsyncIterator[pb_grpc.ExternalProcessorStub
     config = RouterConfig(
         grpc_port=0, health_port=0, miss_refresh_s=0,
         pools=[{"name": "chat", "kind": "llm", "endpoints": [f"127.0.0.1:{free_port()}"], "models": ["alpha"]},
-               {"name": "classic", "kind": "models", "endpoints": [oip_server]}],
+               {"name": "classic", "kind": "models", "endpoints": [oip_server], "grpc": True}],
     )
     server = RouterServer(config)
     await server.start()
@@ -129,6 +129,12 @@ async def test_grpc_routes_on_the_message(router: pb_grpc.ExternalProcessorStub)
     _, refused = await _ask(router, _headers("POST", path, False, content_type="application/grpc"), _body(frame))
     assert refused.immediate_response.grpc_status.status == grpc.StatusCode.NOT_FOUND.value[0]
     assert b"nope" in refused.immediate_response.body
+    # a model of a pool without gRPC (the llm pool here)
+    message = oip_pb.ModelMetadataRequest(name="alpha").SerializeToString()
+    frame = b"\0" + len(message).to_bytes(4, "big") + message
+    _, refused = await _ask(router, _headers("POST", "/inference.GRPCInferenceService/ModelMetadata", False,
+                                             content_type="application/grpc"), _body(frame))
+    assert refused.immediate_response.grpc_status.status == grpc.StatusCode.UNIMPLEMENTED.value[0]
 
 
 async def test_unknown_model_is_404_in_the_api_format(router: pb_grpc.ExternalProcessorStub) -> None:

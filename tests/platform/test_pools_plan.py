@@ -62,8 +62,8 @@ def test_two_pools_get_their_own_ports_pickers_and_profiles(tmp_path: Path) -> N
 def test_the_router_and_gateway_know_every_pool(tmp_path: Path) -> None:
     the_plan = plan(_two_pools(tmp_path), tmp_path)
     router = the_plan.router
-    assert [(p.name, p.kind, p.models) for p in router.pools] == [
-        ("chat", "llm", ["SmolLM2-135M-Instruct"]), ("classic", "models", ["fraud", "minilm"])]
+    assert [(p.name, p.kind, p.models, p.grpc) for p in router.pools] == [
+        ("chat", "llm", ["SmolLM2-135M-Instruct"], False), ("classic", "models", ["fraud", "minilm"], True)]
     gateway = the_plan.gateway
     assert gateway.router_address == "127.0.0.1:9004" and gateway.pool_endpoints == []
     assert [(p.name, p.picker_address) for p in gateway.pools] == [("chat", "127.0.0.1:9002"),

@@ -23,6 +23,7 @@ class RouterPool(BaseModel):
     models: list[str] = Field(
         default_factory=list, description="models known before the first discovery (served names, repository models)"
     )
+    grpc: bool = Field(default=False, description="the pool serves KServe v2 gRPC (models pools with grpc_port)")
 
     @field_validator("endpoints")
     @classmethod

@@ -110,6 +110,7 @@ class RouterService(pb_grpc.ExternalProcessorServicer):
     def __init__(self, catalog: ModelCatalog, config: RouterConfig) -> None:
         self.catalog = catalog
         self.config = config
+        self._grpc = {pool.name: pool.grpc for pool in config.pools}
 
     async def Process(self, request_iterator: AsyncIterator[pb.ProcessingRequest],
                       context: object) -> AsyncIterator[pb.ProcessingResponse]:
@@ -147,7 +148,7 @@ class RouterService(pb_grpc.ExternalProcessorServicer):
                 if not has_body:
                     raise bad_request(f"gRPC {rpc} request has no message")
                 return _AWAIT_BODY
-            return self._route_headers(self._default_models_pool(), None, has_body)
+            return self._route_headers(self._grpc_pool(self._default_models_pool()), None, has_body)
         if api == OIP:
             model = oip_model(path)
             pool = await self._pool_of(model) if model else self._default_models_pool()
@@ -175,9 +176,10 @@ class RouterService(pb_grpc.ExternalProcessorServicer):
                              "request_too_large", 8)
         if request.api == GRPC:
             model = grpc_model(grpc_method(request.path), raw, request.encoding)
+            pool = self._grpc_pool(await self._pool_of(model))
         else:
             model = json_model(raw)
-        pool = await self._pool_of(model)
+            pool = await self._pool_of(model)
         log.debug("%s %s: model %r -> pool %s", request.method, request.path, model, pool)
         return pb.ProcessingResponse(request_body=pb.BodyResponse(response=routed(pool, model)))
 
@@ -196,6 +198,12 @@ class RouterService(pb_grpc.ExternalProcessorServicer):
             pool = self.catalog.pool_of(model)
         if pool is None:
             raise model_not_found(model)
+        return pool
+
+    def _grpc_pool(self, pool: str) -> str:
+        """``pool``, if it serves KServe v2 gRPC (an UNIMPLEMENTED status otherwise)."""
+        if not self._grpc.get(pool, False):
+            raise RouteError(501, f"pool '{pool}' serves no KServe v2 gRPC", "not_implemented", GRPC_UNIMPLEMENTED)
         return pool
 
     def _default_models_pool(self) -> str:
