@@ -2,7 +2,8 @@
 
 Starts N model-server replicas, the endpoint picker watching them, and Envoy in front, waits
 until a request can travel the whole path, prints the OpenAI base URL, and stops everything on
-Ctrl-C / SIGTERM.
+Ctrl-C / SIGTERM. With ``pools`` it starts each pool's servers and picker and the body-based router
+between them (see :mod:`inferplane.up_pools`).
 """
 
 from __future__ import annotations

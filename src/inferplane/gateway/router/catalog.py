@@ -29,7 +29,6 @@ class PoolModels:
     pool: RouterPool
     cards: dict[str, dict[str, Any]] = field(default_factory=dict)
     ready: set[str] = field(default_factory=set)
-    discovered: bool = False
 
 
 def _card(model_id: str, created: int, owner: str) -> dict[str, Any]:
@@ -115,7 +114,6 @@ class ModelCatalog:
             # configured names stay routable (the server answers for them); listed are what is ready
             pool.cards = {**self._static(pool.pool).cards, **cards}
             pool.ready = ready
-            pool.discovered = True
         self._rebuild()
         self._refreshed_at = time.monotonic()
 
@@ -146,12 +144,6 @@ class ModelCatalog:
         except (httpx.HTTPError, ValueError, orjson.JSONDecodeError, TypeError, AttributeError, KeyError) as exc:
             log.debug("pool %s: listing models at %s failed: %s", pool.name, address, exc)
             return None
-
-    async def run(self) -> None:
-        """Refresh every ``refresh_interval_s`` until cancelled."""
-        while True:
-            await self.refresh()
-            await asyncio.sleep(self.config.refresh_interval_s)
 
     async def close(self) -> None:
         await self._client.aclose()
