@@ -88,6 +88,14 @@ def _classic_successes(platform: Platform, model: str) -> float:
     return _counter(port, "nv_inference_request_success_total", model)
 
 
+def _eventually(read, expected: float, within_s: float = 5.0) -> None:
+    """``read()`` reaches ``expected`` (a server counts a request once its answer is sent)."""
+    deadline = time.monotonic() + within_s
+    while (value := read()) != expected:
+        assert time.monotonic() < deadline, f"counter at {value}, expected {expected}"
+        time.sleep(0.05)
+
+
 def _picker_requests(platform: Platform, pool: str) -> int:
     """Requests the pool's picker routed (its decision log)."""
     url = f"http://127.0.0.1:{platform.ports['pools'][pool]['metrics']}/debug/decisions?limit=1000"
@@ -106,7 +114,7 @@ def test_chat_lands_on_the_llm_pool(platform: Platform, client: openai.OpenAI) -
     stream = client.chat.completions.create(model=LLM, messages=[{"role": "user", "content": "Hi!"}], max_tokens=8,
                                             stream=True)
     assert sum(1 for chunk in stream if chunk.choices and chunk.choices[0].delta.content) > 1
-    assert _llm_successes(platform) - before == 2
+    _eventually(lambda: _llm_successes(platform) - before, 2)
     assert _picker_requests(platform, "classic") == classic_before
 
 
@@ -114,7 +122,7 @@ def test_embeddings_land_on_the_models_pool(platform: Platform, client: openai.O
     before, llm_before = _classic_successes(platform, "minilm"), _llm_successes(platform)
     reply = client.embeddings.create(model="minilm", input=["a cat", "a dog"])
     assert len(reply.data) == 2 and len(reply.data[0].embedding) == 384
-    assert _classic_successes(platform, "minilm") - before >= 1
+    _eventually(lambda: _classic_successes(platform, "minilm") - before >= 1, True)
     assert _llm_successes(platform) == llm_before
 
 
@@ -132,7 +140,7 @@ def test_tritonclient_through_envoy(platform: Platform, protocol: str) -> None:
     before, picked = _classic_successes(platform, "fraud"), _picker_requests(platform, "classic")
     probabilities = client.infer("fraud", [tensor]).as_numpy("predict_proba")
     assert probabilities.shape == (4, 2) and np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
-    assert _classic_successes(platform, "fraud") - before == 1
+    _eventually(lambda: _classic_successes(platform, "fraud") - before, 1)
     assert _picker_requests(platform, "classic") > picked
     with pytest.raises(InferenceServerException, match="does not exist"):
         client.infer("no-such-model", [tensor])
@@ -185,7 +193,7 @@ def test_two_llm_pools_routed_by_the_body_model(tmp_path: Path) -> None:
             before = {name: _counter(port, "vllm:request_success_total") for name, port in ports.items()}
             reply = client.completions.create(model=model, prompt="Once upon a time", max_tokens=4)
             assert reply.model == model
-            after = {name: _counter(port, "vllm:request_success_total") for name, port in ports.items()}
-            assert after[pool] - before[pool] == 1 and after[other] == before[other]
+            _eventually(lambda p=pool, b=before: _counter(ports[p], "vllm:request_success_total") - b[p], 1)
+            assert _counter(ports[other], "vllm:request_success_total") == before[other]
     finally:
         assert platform.stop() == 0
