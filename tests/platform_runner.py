@@ -136,6 +136,49 @@ def start_platform(tmp: Path, replicas: int = 2, server: dict | None = None, gat
     }
     if observe is not None:
         config["observe"] = observe
+    return launch(tmp, config, ports, timeout_s)
+
+
+def start_pools_platform(tmp: Path, pools: list[dict], timeout_s: float = 300.0, **sections: Any) -> Platform:
+    """``inferplane up`` with ``pools`` (each: name, kind, replicas, server, picker) on free ports.
+
+    ``ports["pools"][name]`` holds each pool's ``servers`` (and ``grpc``) ports and its picker's
+    ``grpc``, ``health`` and ``metrics`` ports; ``sections`` are further top-level sections.
+    """
+    ports: dict[str, Any] = {"pools": {}, "gateway": free_port(), "admin": free_port(),
+                             "router": free_port(), "router_health": free_port()}
+    planned = []
+    for pool in pools:
+        replicas = pool.get("replicas", 1)
+        models = pool.get("kind") == "models"
+        base = free_port_range(2 * replicas if models else replicas)
+        mine = {"servers": [base + i for i in range(replicas)], "picker_grpc": free_port(),
+                "picker_health": free_port(), "metrics": free_port()}
+        server = {"port": base, **pool.get("server", {})}
+        if models:
+            mine["grpc"] = [base + replicas + i for i in range(replicas)]
+            server["grpc_port"] = base + replicas
+        picker = {"grpc_port": mine["picker_grpc"], "health_port": mine["picker_health"],
+                  "metrics_port": mine["metrics"], **pool.get("picker", {})}
+        planned.append({**pool, "server": server, "picker": picker})
+        ports["pools"][pool["name"]] = mine
+    config: dict[str, Any] = {
+        "pools": planned,
+        "router": {"grpc_port": ports["router"], "health_port": ports["router_health"]},
+        "gateway": {"port": ports["gateway"], "admin_port": ports["admin"]},
+        **sections,
+    }
+    if sections.get("batch_api", True):
+        ports["batch"] = free_port()
+        config["batch"] = {**sections.get("batch", {}), "port": ports["batch"]}
+    if sections.get("console", {}).get("enabled", True):
+        ports["console"] = free_port()
+        config["console"] = {**sections.get("console", {}), "port": ports["console"]}
+    return launch(tmp, config, ports, timeout_s)
+
+
+def launch(tmp: Path, config: dict[str, Any], ports: dict[str, Any], timeout_s: float = 300.0) -> Platform:
+    """Write ``config`` and run ``inferplane up`` on it until it prints the OpenAI base URL."""
     config_path = tmp / "inferplane.yaml"
     config_path.write_text(yaml.safe_dump(config))
     run_dir = tmp / "run"

@@ -23,6 +23,7 @@ SECTIONS = (
     ("`server` (inferplane serve)", "inferplane.server.config:ServerConfig"),
     ("`picker` (inferplane picker)", "inferplane.picker.config:PickerConfig"),
     ("`gateway` (inferplane gateway)", "inferplane.gateway.config:GatewayConfig"),
+    ("`router` (inferplane router: the body-based router between pools)", "inferplane.gateway.router.config:RouterConfig"),
     ("`batch` (inferplane batch serve)", "inferplane.jobs.config:BatchConfig"),
     ("`console` (inferplane console)", "inferplane.console.config:ConsoleConfig"),
     ("`oip` (inferplane serve-models)", "inferplane.oip.config:OipConfig"),
@@ -74,10 +75,15 @@ def _default(field: Any) -> str:
     return f"`{json.dumps(value, default=str)}`"
 
 
+def _annotation_parts(annotation: Any) -> list[Any]:
+    """``annotation`` and the types inside it (``list[Pool] | None`` → ..., ``Pool``)."""
+    return [annotation, *(part for arg in typing.get_args(annotation) for part in _annotation_parts(arg))]
+
+
 def _nested_models(model: type[BaseModel]) -> list[type[BaseModel]]:
     found = []
     for field in model.model_fields.values():
-        for candidate in [field.annotation, *getattr(field.annotation, "__args__", ())]:
+        for candidate in _annotation_parts(field.annotation):
             if inspect.isclass(candidate) and issubclass(candidate, BaseModel) and candidate not in found:
                 found.append(candidate)
     return found

@@ -2,7 +2,8 @@
 
 Starts N model-server replicas, the endpoint picker watching them, and Envoy in front, waits
 until a request can travel the whole path, prints the OpenAI base URL, and stops everything on
-Ctrl-C / SIGTERM.
+Ctrl-C / SIGTERM. With ``pools`` it starts each pool's servers and picker and the body-based router
+between them (see :mod:`inferplane.up_pools`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,18 @@ from inferplane.observe import up_prometheus as observe_prometheus
 from inferplane.observe.config import ObserveConfig
 from inferplane.observe.logs import json_relay
 from inferplane.supervisor import Supervisor, python_module_command, wait_until
+from inferplane.up_pools import (
+    PoolConfig,
+    PoolPlan,
+    check_port_clashes,
+    connect_host,
+    gateway_pools,
+    listen_ports,
+    plan_picker,
+    plan_router,
+    plan_servers,
+    validate_section,
+)
 
 
 class PlatformConfig(BaseModel):
@@ -34,7 +47,9 @@ class PlatformConfig(BaseModel):
 
     ``server``, ``picker`` and ``gateway`` are the components' own sections (see each component's
     configuration reference); ``up`` fills in what ties them together: replica ports, the picker's
-    endpoint list and the gateway's pool and picker address.
+    endpoint list and the gateway's pool and picker address. ``pools`` replaces ``replicas``,
+    ``server`` and ``picker`` with several pools, each with its own servers and picker, behind one
+    gateway that routes by the model a request names.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -43,6 +58,16 @@ class PlatformConfig(BaseModel):
     ready_timeout_s: float = Field(default=300.0, gt=0, description="give up if the platform is not ready by then")
     server: dict[str, Any] = Field(default_factory=dict, description="the `server` section (inferplane serve)")
     picker: dict[str, Any] = Field(default_factory=dict, description="the `picker` section (inferplane picker)")
+    pools: list[PoolConfig] | None = Field(
+        default=None, min_length=1,
+        description="several pools (each: name, kind llm|models, replicas, server, picker) instead of "
+                    "replicas/server/picker; requests go to the pool serving the model they name",
+    )
+    primary_pool: str | None = Field(
+        default=None, description="with pools: the pool whose picker the Batch API and the console read "
+                                  "(default: the first llm pool)")
+    router: dict[str, Any] = Field(
+        default_factory=dict, description="with pools: the `router` section (the body-based router between pools)")
     gateway: dict[str, Any] = Field(default_factory=dict, description="the `gateway` section (Envoy)")
     batch_api: bool = Field(default=True, description="run the OpenAI Batch API (/v1/files, /v1/batches) too")
     batch: dict[str, Any] = Field(default_factory=dict, description="the `batch` section (inferplane batch serve)")
@@ -58,13 +83,29 @@ class PlatformConfig(BaseModel):
 class Plan(BaseModel):
     """Validated per-component configurations, ready to be written and launched."""
 
-    servers: list[Any]
-    picker: Any
+    pools: list[PoolPlan]
+    #: The pool whose picker the Batch API's capacity gate and the console read.
+    primary: str
     gateway: GatewayConfig
+    router: Any | None = None
     batch: Any | None = None
     observe: ObserveConfig = ObserveConfig()
     console: Any | None = None
     auth: Any | None = None
+
+    @property
+    def primary_pool(self) -> PoolPlan:
+        return next(pool for pool in self.pools if pool.name == self.primary)
+
+    @property
+    def servers(self) -> list[Any]:
+        """The primary pool's servers."""
+        return self.primary_pool.servers
+
+    @property
+    def picker(self) -> Any:
+        """The primary pool's picker."""
+        return self.primary_pool.picker
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -73,7 +114,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="run the whole platform locally (Envoy + picker + model servers)",
         description="Start N model servers, the endpoint picker and Envoy; print the OpenAI base URL.",
     )
-    parser.add_argument("--config", help="YAML file with sections replicas, server, picker, gateway")
+    parser.add_argument("--config", help="YAML file with sections replicas, server, picker, gateway (or pools)")
     parser.add_argument("--replicas", type=int, help="number of model-server replicas (default 2)")
     parser.add_argument("--port", type=int, help="gateway port (default 8080)")
     parser.add_argument("--engine", help="model-server engine: openvino (default), sim, transformers")
@@ -89,6 +130,12 @@ def platform_config_from_args(args: argparse.Namespace) -> PlatformConfig:
     source = args.config or "command line"
     for section in ("server", "picker", "gateway"):
         raw[section] = dict(raw.get(section) or {})
+    if raw.get("pools") is not None:
+        if args.replicas is not None or args.engine:
+            raise ConfigError(f"{source}: with `pools`, set replicas and engine per pool, not on the command line")
+        for section in ("server", "picker"):
+            if not raw[section]:
+                del raw[section]
     if args.replicas is not None:
         raw["replicas"] = args.replicas
     if args.port is not None:
@@ -103,55 +150,76 @@ def platform_config_from_args(args: argparse.Namespace) -> PlatformConfig:
             observe["prometheus"] = {**(observe.get("prometheus") or {}), "enabled": True}
         if args.log_format:
             observe["log_format"] = args.log_format
-    return validate_model(PlatformConfig, raw, source)
+    return validate_section(PlatformConfig, raw, source, "")
+
+
+def _check_pools(config: PlatformConfig, source: str) -> list[PoolConfig]:
+    """The pools to run: ``pools``, or the top-level replicas/server/picker as one LLM pool."""
+    if config.pools is None:
+        if config.primary_pool is not None or config.router:
+            field = "primary_pool" if config.primary_pool is not None else "router"
+            raise ConfigError(f"invalid configuration in {source}:\n  {field}: only used with `pools`")
+        return [PoolConfig(name="default", replicas=config.replicas, server=config.server, picker=config.picker)]
+    for field in ("replicas", "server", "picker"):
+        if field in config.model_fields_set:
+            raise ConfigError(f"invalid configuration in {source}:\n  {field}: with `pools`, set it in each pool "
+                              f"(pools[i].{field})")
+    names = [pool.name for pool in config.pools]
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            raise ConfigError(f"invalid configuration in {source}:\n  pools[{i}].name: pool {name!r} is listed twice")
+    if config.primary_pool is not None and config.primary_pool not in names:
+        raise ConfigError(f"invalid configuration in {source}:\n  primary_pool: {config.primary_pool!r} is not one "
+                          f"of the pools ({', '.join(names)})")
+    return config.pools
 
 
 def plan(config: PlatformConfig, run_dir: Path, source: str = "configuration") -> Plan:
     """Derive and validate every component's configuration; a ConfigError names the bad field."""
     from inferplane.jobs.config import BatchConfig
-    from inferplane.picker.config import PickerConfig
-    from inferplane.server.config import ServerConfig
 
-    server_raw = {"telemetry": config.observe.telemetry(), **config.server}
-    base = validate_model(ServerConfig, server_raw, f"{source} (section 'server')")
-    servers = [
-        validate_model(ServerConfig, {**server_raw, "port": base.port + i}, f"{source} (section 'server')")
-        for i in range(config.replicas)
-    ]
-    endpoints = [f"{_connect_host(s.host)}:{s.port}" for s in servers]
-    picker_raw: dict[str, Any] = {"telemetry": config.observe.telemetry(), **config.picker, "endpoints": endpoints}
-    if base.engine == "openvino" and "profile" not in config.picker:
-        # CPU replicas: a replica streaming an answer is busy although its queue is empty.
-        from inferplane.picker.config import cpu_engine_scorers
-
-        picker_raw["profile"] = {"scorers": [spec.model_dump() for spec in cpu_engine_scorers()]}
-    # Where `inferplane rollout --run-dir` writes its weighted model rewrites (re-read, no restart).
-    picker_raw.setdefault("model_rewrites_file", str(run_dir / "model-rewrites.yaml"))
-    gateway_raw: dict[str, Any] = {**config.gateway, "pool_endpoints": endpoints}
-    if gateway_raw.get("endpoint_selection", "override_host") == "override_host":
-        # Ordered fallbacks for Envoy's override-host balancer; used when gateway.num_retries > 0.
-        picker_raw.setdefault("fallback_endpoints", min(2, len(endpoints) - 1))
+    pool_configs = _check_pools(config, source)
+    multi = config.pools is not None
+    primary = config.primary_pool or next(
+        (p.name for p in pool_configs if p.kind == "llm"), pool_configs[0].name)
     batch_raw: dict[str, Any] = {**config.batch, "dispatch": dict(config.batch.get("dispatch") or {})}
-    if config.batch_api:
-        # Batch requests are filler traffic: sheddable unless the user defined the objective.
-        objective = batch_raw["dispatch"].get("objective", "batch")
-        picker_raw["objectives"] = {objective: -1, **(config.picker.get("objectives") or {})}
-    picker = validate_model(PickerConfig, picker_raw, f"{source} (section 'picker')")
-    gateway_raw.setdefault("picker_address", f"{_connect_host(picker.host)}:{picker.grpc_port}")
+    # Batch requests are filler traffic: sheddable unless the user defined the objective.
+    objectives = {batch_raw["dispatch"].get("objective", "batch"): -1} if config.batch_api else {}
+    gateway_raw: dict[str, Any] = dict(config.gateway)
+    override_host = gateway_raw.get("endpoint_selection", "override_host") == "override_host"
+    telemetry = config.observe.telemetry()
+    pools = []
+    for i, pool in enumerate(pool_configs):
+        where = f"pools[{i}]" if multi else ""
+        servers = plan_servers(pool, i, multi, telemetry, source, where)
+        rewrites = run_dir / ("model-rewrites.yaml" if pool.name == primary else f"model-rewrites-{pool.name}.yaml")
+        picker = plan_picker(pool, servers, i, multi, telemetry, objectives, rewrites, override_host, source, where)
+        pools.append(PoolPlan(name=pool.name, kind=pool.kind, prefix=pool.name if multi else "", servers=servers,
+                              picker=picker))
+    router = None
+    if multi and (len(pools) > 1 or pools[0].kind == "models"):
+        router = plan_router(config.router, pools, config.observe.log_format, source)
+        gateway_raw["pools"] = gateway_pools(pools)
+        gateway_raw.setdefault("router_address", f"{connect_host(router.host)}:{router.grpc_port}")
+    else:
+        only = pools[0]
+        gateway_raw["pool_endpoints"] = only.endpoints
+        gateway_raw.setdefault("picker_address", f"{connect_host(only.picker.host)}:{only.picker.grpc_port}")
+    primary_picker = next(p.picker for p in pools if p.name == primary)
     auth = _plan_auth(config, source)
     if auth is not None:
-        gateway_raw.setdefault("auth_address", f"{_connect_host(auth.host)}:{auth.port}")
+        gateway_raw.setdefault("auth_address", f"{connect_host(auth.host)}:{auth.port}")
         gateway_raw.setdefault("auth_max_body_bytes", auth.max_body_bytes)
     batch = None
     if config.batch_api:
         batch_raw.setdefault("database", f"sqlite:///{run_dir / 'batch' / 'batch.db'}")
         batch_raw.setdefault("files_url", str(run_dir / "batch" / "files"))
         batch = validate_model(BatchConfig, batch_raw, f"{source} (section 'batch')")
-        gateway_raw.setdefault("batch_api_address", f"{_connect_host(batch.host)}:{batch.port}")
+        gateway_raw.setdefault("batch_api_address", f"{connect_host(batch.host)}:{batch.port}")
     gateway = validate_model(GatewayConfig, gateway_raw, f"{source} (section 'gateway')")
-    console = _console_plan(config, picker, batch, gateway, source)
+    console = _console_plan(config, primary_picker, batch, gateway, source)
     if console is not None and gateway.console_address is None:  # reachable through the gateway at /console
-        gateway_raw["console_address"] = f"{_connect_host(console.host)}:{console.port}"
+        gateway_raw["console_address"] = f"{connect_host(console.host)}:{console.port}"
         gateway = validate_model(GatewayConfig, gateway_raw, f"{source} (section 'gateway')")
     if batch is not None:
         batch.dispatch.gateway_url = _gateway_url(gateway)
@@ -160,10 +228,12 @@ def plan(config: PlatformConfig, run_dir: Path, source: str = "configuration") -
         if auth is not None:
             batch.dispatch.api_key = auth.internal_key
         batch.dispatch.pool_metrics_url = batch.dispatch.pool_metrics_url or (
-            f"http://{_connect_host(picker.host)}:{picker.metrics_port}/metrics"
+            f"http://{connect_host(primary_picker.host)}:{primary_picker.metrics_port}/metrics"
         )
-    return Plan(servers=servers, picker=picker, gateway=gateway, batch=batch, observe=config.observe, console=console,
-                auth=auth)
+    the_plan = Plan(pools=pools, primary=primary, gateway=gateway, router=router, batch=batch,
+                    observe=config.observe, console=console, auth=auth)
+    check_port_clashes(the_plan, source)
+    return the_plan
 
 
 def _console_plan(config: PlatformConfig, picker: Any, batch: Any, gateway: GatewayConfig, source: str) -> Any:
@@ -201,34 +271,20 @@ def _gateway_url(gateway: GatewayConfig) -> str:
     return f"{scheme}://{_connect_host(gateway.host)}:{gateway.port}"
 
 
-def _connect_host(bind_host: str) -> str:
-    return "127.0.0.1" if bind_host in ("0.0.0.0", "", "::") else bind_host
+_connect_host = connect_host
 
 
 def _check_ports_free(plan: Plan) -> None:
-    wanted = [(f"model server {i}", s.host, s.port) for i, s in enumerate(plan.servers)]
-    wanted += [
-        ("picker gRPC", plan.picker.host, plan.picker.grpc_port),
-        ("picker health", plan.picker.host, plan.picker.health_port),
-        ("picker metrics", plan.picker.host, plan.picker.metrics_port),
-        ("gateway", plan.gateway.host, plan.gateway.port),
-        ("gateway admin", plan.gateway.admin_host, plan.gateway.admin_port),
-    ]
-    if plan.batch is not None:
-        wanted.append(("batch API", plan.batch.host, plan.batch.port))
-    if plan.observe.prometheus.enabled:
-        wanted.append(("prometheus", plan.observe.prometheus.host, plan.observe.prometheus.port))
-    if plan.console is not None:
-        wanted.append(("console", plan.console.host, plan.console.port))
-    if plan.auth is not None:
-        wanted.append(("auth", plan.auth.host, plan.auth.port))
-    for what, host, port in wanted:
+    """Every port the platform will listen on is free now (a ConfigError names the process otherwise)."""
+    for what, field, host, port in listen_ports(plan):
+        if port == 0:
+            continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 probe.bind((host, port))
             except OSError:
-                raise ConfigError(f"port {port} on {host} ({what}) is already in use") from None
+                raise ConfigError(f"port {port} on {host} ({what}, {field}) is already in use") from None
 
 
 def _write_section(directory: Path, name: str, section: str, model: BaseModel) -> Path:
@@ -254,6 +310,31 @@ async def _grpc_serving(address: str, service: str) -> bool:
         return reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
+async def _start_pool(supervisor: Supervisor, pool: PoolPlan, run_dir: Path) -> list[tuple[str, Any, Any]]:
+    """Start a pool's servers and picker; ``(process, readiness check, child)`` for each."""
+    waits: list[tuple[str, Any, Any]] = []
+    for i, server in enumerate(pool.servers):
+        name = pool.process(f"server-{i}")
+        url = f"http://{_connect_host(server.host)}:{server.port}"
+        if pool.kind == "llm":
+            path = _write_section(run_dir, name, "server", server)
+            command, health = ["serve", "--config", str(path)], f"{url}/health"
+        else:
+            path = _write_section(run_dir, name, "oip", server)
+            command, health = ["serve-models", "--config", str(path)], f"{url}/v2/health/ready"
+        child = await supervisor.start(name, python_module_command("inferplane", *command))
+        waits.append((name, lambda health=health: _http_ok(health), child))
+    name = pool.process("picker")
+    path = _write_section(run_dir, name, "picker", pool.picker)
+    rewrites = pool.picker.model_rewrites_file
+    if rewrites is not None and not rewrites.exists():
+        rewrites.write_text("# model rewrites; 'inferplane rollout' writes its canaries here\n")
+    child = await supervisor.start(name, python_module_command("inferplane", "picker", "--config", str(path)))
+    health_address = f"{_connect_host(pool.picker.host)}:{pool.picker.health_port}"
+    waits.append((name, lambda: _grpc_serving(health_address, "readiness"), child))
+    return waits
+
+
 async def run_platform(plan: Plan, run_dir: Path, ready_timeout_s: float, ready_event: asyncio.Event | None = None) -> int:
     supervisor = Supervisor(pid_dir=run_dir, line_format=json_relay if plan.observe.log_format == "json" else None)
     stop = asyncio.Event()
@@ -264,15 +345,15 @@ async def run_platform(plan: Plan, run_dir: Path, ready_timeout_s: float, ready_
     gateway = plan.gateway
     base_url = f"{_gateway_url(gateway)}/v1"
     try:
-        servers = []
-        for i, server in enumerate(plan.servers):
-            path = _write_section(run_dir, f"server-{i}", "server", server)
-            servers.append(await supervisor.start(f"server-{i}", python_module_command("inferplane", "serve", "--config", str(path))))
-        picker_path = _write_section(run_dir, "picker", "picker", plan.picker)
-        rewrites = plan.picker.model_rewrites_file
-        if rewrites is not None and not rewrites.exists():
-            rewrites.write_text("# model rewrites; 'inferplane rollout' writes its canaries here\n")
-        picker = await supervisor.start("picker", python_module_command("inferplane", "picker", "--config", str(picker_path)))
+        waits_for: list[tuple[str, Any, Any]] = []  # (process, readiness check, child)
+        for pool in plan.pools:
+            waits_for += await _start_pool(supervisor, pool, run_dir)
+        if plan.router is not None:
+            router_path = _write_section(run_dir, "router", "router", plan.router)
+            router = await supervisor.start("router", python_module_command("inferplane", "router", "--config",
+                                                                            str(router_path)))
+            router_health = f"{_connect_host(plan.router.host)}:{plan.router.health_port}"
+            waits_for.append(("router", lambda: _grpc_serving(router_health, "readiness"), router))
         auth = None
         if plan.auth is not None:
             auth_path = _write_section(run_dir, "auth", "auth", plan.auth)
@@ -296,14 +377,8 @@ async def run_platform(plan: Plan, run_dir: Path, ready_timeout_s: float, ready_
         async def ready(what: str, check, child) -> None:
             await wait_until(check, ready_timeout_s, what, alive=lambda: child.running)
 
-        waits = [
-            ready(f"server-{i}", lambda s=s: _http_ok(f"http://{_connect_host(s.host)}:{s.port}/health"), child)
-            for i, (s, child) in enumerate(zip(plan.servers, servers))
-        ]
+        waits = [ready(what, check, child) for what, check, child in waits_for]
         waits.append(ready("envoy", lambda: _http_ok(f"http://{_connect_host(gateway.admin_host)}:{gateway.admin_port}/ready"), envoy))
-        waits.append(
-            ready("picker", lambda: _grpc_serving(f"{_connect_host(plan.picker.host)}:{plan.picker.health_port}", "readiness"), picker)
-        )
         if auth is not None:
             auth_address = f"{_connect_host(plan.auth.host)}:{plan.auth.port}"
             waits.append(ready("auth", lambda: _grpc_serving(auth_address, "envoy.service.auth.v3.Authorization"), auth))
@@ -331,8 +406,10 @@ async def run_platform(plan: Plan, run_dir: Path, ready_timeout_s: float, ready_
         except (TimeoutError, RuntimeError) as exc:
             supervisor.say(f"start-up failed: {exc}")
             return 1
-        parts = (f"{len(plan.servers)} model server(s), picker, envoy" + (", batch API" if batch else "")
-                 + (", auth (API keys)" if auth else ""))
+        parts = ", ".join(f"{len(pool.servers)} {'model' if pool.kind == 'llm' else 'serve-models'} server(s) "
+                          f"and a picker" + (f" (pool {pool.name})" if pool.prefix else "") for pool in plan.pools)
+        parts += (", router" if plan.router is not None else "") + ", envoy" + (", batch API" if batch else "")
+        parts += ", auth (API keys)" if auth else ""
         parts += ", prometheus" if prometheus else ""
         parts += ", console" if console else ""
         supervisor.say(f"ready in {time.monotonic() - started:.1f}s: {parts}")

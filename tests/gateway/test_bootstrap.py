@@ -81,10 +81,10 @@ def test_failure_mode_maps_to_failure_mode_allow() -> None:
 
 def test_client_cannot_choose_the_endpoint() -> None:
     names = [f["name"] for f in _filters(build_bootstrap(GatewayConfig(pool_endpoints=POOL)))]
-    # The destination header is scrubbed before the picker runs; the router comes last.
+    # The destination and model-name headers are scrubbed before the picker runs; the router comes last.
     assert names == ["envoy.filters.http.header_mutation", "envoy.filters.http.ext_proc", "envoy.filters.http.router"]
     scrub = _filters(build_bootstrap(GatewayConfig(pool_endpoints=POOL)))[0]["typed_config"]
-    assert scrub["mutations"]["request_mutations"] == [{"remove": DESTINATION_HEADER}]
+    assert scrub["mutations"]["request_mutations"] == [{"remove": DESTINATION_HEADER}, {"remove": "x-gateway-model-name"}]
 
 
 def test_original_dst_cluster_is_keyed_on_destination_header() -> None:

@@ -17,6 +17,7 @@ from typing import Any
 from inferplane.gateway.config import GatewayConfig, split_host_port
 
 DESTINATION_HEADER = "x-gateway-destination-endpoint"
+MODEL_NAME_HEADER = "x-gateway-model-name"
 PICKER_CLUSTER = "endpoint_picker"
 ORIGINAL_DST_CLUSTER = "original_destination_cluster"
 POOL_CLUSTER = "inference_pool"
@@ -53,42 +54,57 @@ def _openai_error_body(message: str, code: int) -> str:
     )
 
 
-def _http_filters(config: GatewayConfig) -> list[dict[str, Any]]:
-    scrub = {
+PICKER_FILTER = "envoy.filters.http.ext_proc"
+EXT_PROC_PER_ROUTE = "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute"
+
+
+def picker_filter_config(config: GatewayConfig, cluster: str) -> dict[str, Any]:
+    """The endpoint picker's ext_proc filter (GIE processing mode) calling ``cluster``."""
+    return {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
+        "grpc_service": {"envoy_grpc": {"cluster_name": cluster}, "timeout": _duration(config.grpc_timeout_s)},
+        "processing_mode": {
+            "request_header_mode": "SEND",
+            "response_header_mode": "SEND",
+            "request_body_mode": config.request_body_mode,
+            "response_body_mode": config.response_body_mode,
+            "request_trailer_mode": "SEND",
+            "response_trailer_mode": "SEND",
+        },
+        "message_timeout": _duration(config.message_timeout_s),
+        "failure_mode_allow": config.failure_mode == "FailOpen",
+        "allow_mode_override": True,
+        "status_on_error": {"code": "ServiceUnavailable"},
+    }
+
+
+def header_scrub(headers: tuple[str, ...]) -> dict[str, Any]:
+    """A filter removing ``headers`` from every request: only the gateway's own services set them."""
+    return {
         "name": "envoy.filters.http.header_mutation",
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
-            # A client must never choose the endpoint itself: only the picker sets this header.
-            "mutations": {"request_mutations": [{"remove": DESTINATION_HEADER}]},
+            "mutations": {"request_mutations": [{"remove": header} for header in headers]},
         },
     }
-    ext_proc = {
-        "name": "envoy.filters.http.ext_proc",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
-            "grpc_service": {
-                "envoy_grpc": {"cluster_name": PICKER_CLUSTER},
-                "timeout": _duration(config.grpc_timeout_s),
-            },
-            "processing_mode": {
-                "request_header_mode": "SEND",
-                "response_header_mode": "SEND",
-                "request_body_mode": config.request_body_mode,
-                "response_body_mode": config.response_body_mode,
-                "request_trailer_mode": "SEND",
-                "response_trailer_mode": "SEND",
-            },
-            "message_timeout": _duration(config.message_timeout_s),
-            "failure_mode_allow": config.failure_mode == "FailOpen",
-            "allow_mode_override": True,
-            "status_on_error": {"code": "ServiceUnavailable"},
-        },
-    }
-    router = {
-        "name": "envoy.filters.http.router",
-        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
-    }
-    return [scrub, *_auth_filters(config), ext_proc, router]
+
+
+ROUTER_FILTER = {
+    "name": "envoy.filters.http.router",
+    "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+}
+
+
+def _http_filters(config: GatewayConfig) -> list[dict[str, Any]]:
+    if config.pools:
+        from inferplane.gateway.pools import pool_filters
+
+        return pool_filters(config, _auth_filters(config))
+    # A client must never choose the endpoint itself: only the picker sets the destination, and only a
+    # body-based router (none here) the model-name header the picker reads when it does not parse the body.
+    scrub = header_scrub((DESTINATION_HEADER, MODEL_NAME_HEADER))
+    ext_proc = {"name": PICKER_FILTER, "typed_config": picker_filter_config(config, PICKER_CLUSTER)}
+    return [scrub, *_auth_filters(config), ext_proc, ROUTER_FILTER]
 
 
 def _auth_filters(config: GatewayConfig) -> list[dict[str, Any]]:
@@ -160,9 +176,10 @@ def _local_reply_config() -> dict[str, Any]:
     }
 
 
-def _routes(config: GatewayConfig) -> list[dict[str, Any]]:
+def route_action(config: GatewayConfig, cluster: str) -> dict[str, Any]:
+    """Forward to ``cluster``: no whole-request timeout (streams), idle timeout, optional retries."""
     action: dict[str, Any] = {
-        "cluster": POOL_CLUSTER if config.endpoint_selection == "override_host" else ORIGINAL_DST_CLUSTER,
+        "cluster": cluster,
         "timeout": _duration(config.route_timeout_s),
         "idle_timeout": _duration(config.stream_idle_timeout_s),
     }
@@ -173,18 +190,29 @@ def _routes(config: GatewayConfig) -> list[dict[str, Any]]:
             "retry_on": "connect-failure,refused-stream,reset",
             "num_retries": config.num_retries,
         }
-    picked = {
-        "name": "picked-endpoint",
-        "match": {"prefix": "/", "headers": [{"name": DESTINATION_HEADER, "present_match": True}]},
-        "route": action,
-    }
-    if config.failure_mode == "FailOpen" and config.pool_endpoints:
+    return action
+
+
+def picked_route(name: str, match: dict[str, Any], action: dict[str, Any], header: str = DESTINATION_HEADER,
+                 per_filter: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Requests the picker answered (``header`` present) go to ``action``'s cluster."""
+    headers = [*match.get("headers", []), {"name": header, "present_match": True}]
+    route = {"name": name, "match": {**match, "headers": headers}, "route": action}
+    if per_filter:
+        route["typed_per_filter_config"] = per_filter
+    return route
+
+
+def unpicked_route(config: GatewayConfig, name: str, match: dict[str, Any], action: dict[str, Any],
+                   per_filter: dict[str, Any] | None = None) -> dict[str, Any]:
+    """No endpoint was picked: round-robin over the pool under FailOpen (the picker was skipped), else 503."""
+    if config.failure_mode == "FailOpen" and (config.pool_endpoints or config.pools):
         # The picker was skipped: round-robin over the pool (override-host's fallback policy).
-        unpicked = {"name": "fail-open", "match": {"prefix": "/"}, "route": {**action, "cluster": POOL_CLUSTER}}
+        route: dict[str, Any] = {"name": name, "match": match, "route": action}
     else:
-        unpicked = {
-            "name": "no-endpoint",
-            "match": {"prefix": "/"},
+        route = {
+            "name": name,
+            "match": match,
             "direct_response": {
                 "status": 503,
                 "body": {"inline_string": _openai_error_body("no endpoint was picked for this request", 503)},
@@ -196,7 +224,33 @@ def _routes(config: GatewayConfig) -> list[dict[str, Any]]:
                 }
             ],
         }
-    return [_unknown_method_route(), *_batch_api_routes(config), *_console_routes(config), picked, unpicked]
+    if per_filter:
+        route["typed_per_filter_config"] = per_filter
+    return route
+
+
+def _routes(config: GatewayConfig) -> list[dict[str, Any]]:
+    fixed = [_unknown_method_route(config), *_batch_api_routes(config), *_console_routes(config)]
+    if config.pools:
+        from inferplane.gateway.pools import pool_routes
+
+        return [*fixed, *pool_routes(config)]
+    cluster = POOL_CLUSTER if config.endpoint_selection == "override_host" else ORIGINAL_DST_CLUSTER
+    action = route_action(config, cluster)
+    picked = picked_route("picked-endpoint", {"prefix": "/"}, action)
+    unpicked = unpicked_route(config, "fail-open" if config.failure_mode == "FailOpen" and config.pool_endpoints
+                              else "no-endpoint", {"prefix": "/"}, {**action, "cluster": POOL_CLUSTER})
+    return [*fixed, picked, unpicked]
+
+
+def skip_services(config: GatewayConfig) -> dict[str, Any]:
+    """Per-route configuration switching off the picker (and, with several pools, the body-based router)."""
+    skipped = {PICKER_FILTER: {"@type": EXT_PROC_PER_ROUTE, "disabled": True}}
+    if config.pools:
+        from inferplane.gateway.pools import BODY_ROUTER_FILTER
+
+        skipped[BODY_ROUTER_FILTER] = {"@type": EXT_PROC_PER_ROUTE, "disabled": True}
+    return skipped
 
 
 #: Methods the public API uses; others (e.g. QUERY, which the model servers' HTTP parser rejects with
@@ -204,7 +258,7 @@ def _routes(config: GatewayConfig) -> list[dict[str, Any]]:
 KNOWN_METHODS = ("GET", "POST", "DELETE", "HEAD", "OPTIONS", "PUT", "PATCH")
 
 
-def _unknown_method_route() -> dict[str, Any]:
+def _unknown_method_route(config: GatewayConfig) -> dict[str, Any]:
     return {
         "name": "unknown-method",
         "match": {
@@ -221,12 +275,7 @@ def _unknown_method_route() -> dict[str, Any]:
             {"header": {"key": "content-type", "value": "application/json"},
              "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
         ],
-        "typed_per_filter_config": {
-            "envoy.filters.http.ext_proc": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute",
-                "disabled": True,
-            }
-        },
+        "typed_per_filter_config": skip_services(config),
     }
 
 
@@ -234,12 +283,7 @@ def _batch_api_routes(config: GatewayConfig) -> list[dict[str, Any]]:
     """Files and batches go to the Batch API server; the picker is skipped (uploads are multipart)."""
     if not config.batch_api_address:
         return []
-    skip_picker = {
-        "envoy.filters.http.ext_proc": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute",
-            "disabled": True,
-        }
-    }
+    skip_picker = skip_services(config)
     if config.auth_address:
         # Uploads may be far larger than the body ext_authz reads; files and batches carry no model.
         skip_picker["envoy.filters.http.ext_authz"] = {
@@ -266,12 +310,7 @@ def _console_routes(config: GatewayConfig) -> list[dict[str, Any]]:
             "name": "console",
             "match": {"path_separated_prefix": CONSOLE_PREFIX},
             "route": {"cluster": CONSOLE_CLUSTER, "timeout": "30s"},
-            "typed_per_filter_config": {
-                "envoy.filters.http.ext_proc": {
-                    "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute",
-                    "disabled": True,
-                }
-            },
+            "typed_per_filter_config": skip_services(config),
         }
     ]
 
@@ -362,23 +401,31 @@ def _is_ip(host: str) -> bool:
     return True
 
 
-def _picker_cluster(config: GatewayConfig) -> dict[str, Any]:
-    """The picker's gRPC (HTTP/2) cluster; a DNS name (a Kubernetes Service) is resolved strictly."""
-    by_name = not _is_ip(split_host_port(config.picker_address)[0])
+_HTTP2 = {
+    "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+        "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+        "explicit_http_config": {"http2_protocol_options": {}},
+    }
+}
+
+
+def grpc_service_cluster(name: str, address: str, config: GatewayConfig) -> dict[str, Any]:
+    """A gRPC (HTTP/2) cluster of one service; a DNS name (a Kubernetes Service) is resolved strictly."""
+    by_name = not _is_ip(split_host_port(address)[0])
     return {
-        "name": PICKER_CLUSTER,
+        "name": name,
         "type": "STRICT_DNS" if by_name else "STATIC",
         **({"dns_lookup_family": "V4_PREFERRED"} if by_name else {}),
         "connect_timeout": _duration(config.connect_timeout_s),
         "circuit_breakers": _HIGH_LIMITS,
-        "load_assignment": _load_assignment(PICKER_CLUSTER, [config.picker_address]),
-        "typed_extension_protocol_options": {
-            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                "explicit_http_config": {"http2_protocol_options": {}},
-            }
-        },
+        "load_assignment": _load_assignment(name, [address]),
+        "typed_extension_protocol_options": _HTTP2,
     }
+
+
+def _picker_cluster(config: GatewayConfig) -> dict[str, Any]:
+    """The picker's gRPC (HTTP/2) cluster."""
+    return grpc_service_cluster(PICKER_CLUSTER, config.picker_address, config)
 
 
 def _grpc_cluster(name: str, address: str, config: GatewayConfig) -> dict[str, Any]:
@@ -389,17 +436,17 @@ def _grpc_cluster(name: str, address: str, config: GatewayConfig) -> dict[str, A
         "connect_timeout": _duration(config.connect_timeout_s),
         "circuit_breakers": _HIGH_LIMITS,
         "load_assignment": _load_assignment(name, [address]),
-        "typed_extension_protocol_options": {
-            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                "explicit_http_config": {"http2_protocol_options": {}},
-            }
-        },
+        "typed_extension_protocol_options": _HTTP2,
     }
 
 
-def _pool_cluster(config: GatewayConfig) -> dict[str, Any]:
-    """The pool's known endpoints; the override-host policy follows the picker's ordered list."""
+def override_host_cluster(name: str, endpoints: list[str], config: GatewayConfig,
+                          sources: list[dict[str, Any]] | None = None, http2: bool = False) -> dict[str, Any]:
+    """A pool's known endpoints; the override-host policy follows the picker's ordered list.
+
+    ``sources`` say where the list is read (default: the destination header, then ``envoy.lb``
+    metadata); without one, or naming no endpoint of the cluster, requests go round-robin.
+    """
     round_robin = {
         "name": "envoy.load_balancing_policies.round_robin",
         "typed_config": {
@@ -410,21 +457,29 @@ def _pool_cluster(config: GatewayConfig) -> dict[str, Any]:
         "name": "envoy.load_balancing_policies.override_host",
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.load_balancing_policies.override_host.v3.OverrideHost",
-            "override_host_sources": [
+            "override_host_sources": sources or [
                 {"header": DESTINATION_HEADER},
                 {"metadata": {"key": "envoy.lb", "path": [{"key": DESTINATION_HEADER}]}},
             ],
             "fallback_policy": {"policies": [{"typed_extension_config": round_robin}]},
         },
     }
-    return {
-        "name": POOL_CLUSTER,
+    cluster = {
+        "name": name,
         "type": "STATIC",
         "connect_timeout": _duration(config.connect_timeout_s),
         "circuit_breakers": _HIGH_LIMITS,
-        "load_assignment": _load_assignment(POOL_CLUSTER, config.pool_endpoints),
+        "load_assignment": _load_assignment(name, endpoints),
         "load_balancing_policy": {"policies": [{"typed_extension_config": override_host}]},
     }
+    if http2:
+        cluster["typed_extension_protocol_options"] = _HTTP2
+    return cluster
+
+
+def _pool_cluster(config: GatewayConfig) -> dict[str, Any]:
+    """The pool's known endpoints; the override-host policy follows the picker's ordered list."""
+    return override_host_cluster(POOL_CLUSTER, config.pool_endpoints, config)
 
 
 def _original_dst_cluster(config: GatewayConfig) -> dict[str, Any]:
@@ -440,10 +495,15 @@ def _original_dst_cluster(config: GatewayConfig) -> dict[str, Any]:
 
 
 def _clusters(config: GatewayConfig) -> list[dict[str, Any]]:
-    clusters = [_picker_cluster(config)]
+    if config.pools:
+        from inferplane.gateway.pools import pool_clusters
+
+        clusters = pool_clusters(config)
+    else:
+        clusters = [_picker_cluster(config)]
     if config.endpoint_selection == "original_dst":
         clusters.append(_original_dst_cluster(config))
-    if config.pool_endpoints:
+    if config.pool_endpoints and not config.pools:
         clusters.append(_pool_cluster(config))
     if config.auth_address:
         clusters.append(_grpc_cluster(AUTH_CLUSTER, config.auth_address, config))

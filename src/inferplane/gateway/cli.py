@@ -28,6 +28,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--endpoints", help="comma-separated pool endpoints host:port,...")
     parser.add_argument("--failure-mode", choices=["FailOpen", "FailClose"])
     parser.set_defaults(func=run)
+    from inferplane.gateway.router import cli as router_cli
+
+    router_cli.add_parser(subparsers)
 
 
 def _config_from_args(args: argparse.Namespace) -> GatewayConfig:

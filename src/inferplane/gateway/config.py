@@ -27,6 +27,51 @@ class TLSConfig(BaseModel):
         return str(path.resolve())
 
 
+class GatewayPool(BaseModel):
+    """One InferencePool behind the gateway when there are several (set by `inferplane up` from ``pools``).
+
+    Requests reach it when the body-based router names it in ``x-inferplane-pool``; its own picker
+    then chooses the replica. A ``models`` pool (KServe v2 / Triton servers) also gets the ``/v2``
+    REST routes and, when ``grpc_endpoints`` is set, the ``inference.GRPCInferenceService`` routes.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$", description="pool name (DNS label)")
+    kind: Literal["llm", "models"] = Field(default="llm", description="llm: inferplane serve; models: serve-models")
+    picker_address: str = Field(description="this pool's endpoint picker (ext_proc gRPC) as host:port")
+    endpoints: list[str] = Field(min_length=1, description="the pool's servers (HTTP) as host:port")
+    grpc_endpoints: dict[str, str] = Field(
+        default_factory=dict,
+        description="models pools: HTTP address -> the same replica's KServe v2 gRPC address (empty: no gRPC)",
+    )
+
+    @field_validator("picker_address")
+    @classmethod
+    def _check_picker(cls, value: str) -> str:
+        split_host_port(value)
+        return value
+
+    @field_validator("endpoints")
+    @classmethod
+    def _check_endpoints(cls, value: list[str]) -> list[str]:
+        for address in value:
+            split_host_port(address)
+        return value
+
+    @model_validator(mode="after")
+    def _check_grpc(self) -> GatewayPool:
+        for rest, grpc in self.grpc_endpoints.items():
+            if rest not in self.endpoints:
+                raise ValueError(f"grpc_endpoints: {rest!r} is not one of the pool's endpoints")
+            split_host_port(grpc)
+        if self.grpc_endpoints and self.kind != "models":
+            raise ValueError("grpc_endpoints: only a models pool serves KServe v2 gRPC")
+        if self.grpc_endpoints and set(self.grpc_endpoints) != set(self.endpoints):
+            raise ValueError("grpc_endpoints: name the gRPC address of every endpoint, or of none")
+        return self
+
+
 class GatewayConfig(BaseModel):
     """What the generated Envoy bootstrap listens on and where it sends traffic.
 
@@ -102,12 +147,23 @@ class GatewayConfig(BaseModel):
         default=None,
         description="host:port of the ext_authz service (API keys); set by `inferplane up` when auth.keys_file is set",
     )
+    pools: list[GatewayPool] = Field(
+        default_factory=list,
+        description=(
+            "several pools behind the body-based router (set by `inferplane up` from `pools`); the first is the "
+            "default pool; empty: one pool, `picker_address` and `pool_endpoints`"
+        ),
+    )
+    router_address: str | None = Field(
+        default=None, description="host:port of the body-based router (ext_proc) that chooses the pool; needs pools"
+    )
     auth_max_body_bytes: int = Field(
         default=16 * 1024 * 1024, gt=0,
         description="request bodies buffered for ext_authz (the model is read from them); larger bodies get 413",
     )
 
-    @field_validator("picker_address", "pool_endpoints", "batch_api_address", "console_address", "auth_address")
+    @field_validator("picker_address", "pool_endpoints", "batch_api_address", "console_address", "auth_address",
+                     "router_address")
     @classmethod
     def _check_addresses(cls, value: str | list[str] | None) -> str | list[str] | None:
         for address in [value] if isinstance(value, str) else value or []:
@@ -121,8 +177,24 @@ class GatewayConfig(BaseModel):
         return self
 
     @model_validator(mode="after")
+    def _check_pools(self) -> GatewayConfig:
+        if not self.pools:
+            if self.router_address:
+                raise ValueError("router_address: the body-based router needs `pools`")
+            return self
+        names = [pool.name for pool in self.pools]
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                raise ValueError(f"pools[{i}].name: pool {name!r} is listed twice")
+        if not self.router_address:
+            raise ValueError("router_address: several pools need the body-based router's address")
+        if self.endpoint_selection != "override_host":
+            raise ValueError("endpoint_selection: several pools need override_host")
+        return self
+
+    @model_validator(mode="after")
     def _check_pool(self) -> GatewayConfig:
-        if self.endpoint_selection == "override_host" and not self.pool_endpoints:
+        if self.endpoint_selection == "override_host" and not self.pool_endpoints and not self.pools:
             raise ValueError("pool_endpoints must list the pool's endpoints when endpoint_selection is override_host")
         return self
 

@@ -33,19 +33,21 @@ def _duration(seconds: float) -> str:
 
 
 def scrape_config(jobs: list[ScrapeJob], interval_s: float) -> dict[str, Any]:
-    """A Prometheus configuration document scraping ``jobs`` every ``interval_s``."""
+    """A Prometheus configuration document scraping ``jobs`` every ``interval_s``.
+
+    Jobs of one name (e.g. the model servers of several pools) become target groups of one job.
+    """
+    merged: dict[str, dict[str, Any]] = {}
+    for job in jobs:
+        if not job.targets:
+            continue
+        entry = merged.setdefault(job.name, {"job_name": job.name, "metrics_path": job.metrics_path,
+                                             "static_configs": []})
+        entry["static_configs"].append({"targets": job.targets, **({"labels": job.labels} if job.labels else {})})
     return {
         "global": {"scrape_interval": _duration(interval_s), "scrape_timeout": _duration(interval_s),
                    "evaluation_interval": _duration(interval_s)},
-        "scrape_configs": [
-            {
-                "job_name": job.name,
-                "metrics_path": job.metrics_path,
-                "static_configs": [{"targets": job.targets, **({"labels": job.labels} if job.labels else {})}],
-            }
-            for job in jobs
-            if job.targets
-        ],
+        "scrape_configs": list(merged.values()),
     }
 
 

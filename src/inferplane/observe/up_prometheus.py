@@ -21,13 +21,20 @@ def _host(bind_host: str) -> str:
 
 
 def scrape_jobs(plan: Any) -> list[ScrapeJob]:
-    """One job per component kind the plan starts (model servers, picker, Envoy, Batch API)."""
-    picker, gateway = plan.picker, plan.gateway
-    jobs = [
-        ScrapeJob("model-servers", [f"{_host(s.host)}:{s.port}" for s in plan.servers]),
-        ScrapeJob("picker", [f"{_host(picker.host)}:{picker.metrics_port}"]),
-        ScrapeJob("envoy", [f"{_host(gateway.admin_host)}:{gateway.admin_port}"], metrics_path="/stats/prometheus"),
-    ]
+    """One job per component kind the plan starts (model servers, picker, Envoy, Batch API).
+
+    With several pools each pool's servers and picker are a target group of the kind's job,
+    labelled ``pool``; ``serve-models`` replicas are the ``oip-servers`` job.
+    """
+    gateway = plan.gateway
+    jobs = []
+    for pool in plan.pools:
+        labels = {"pool": pool.name} if pool.prefix else {}
+        kind = "model-servers" if pool.kind == "llm" else "oip-servers"
+        jobs.append(ScrapeJob(kind, [f"{_host(s.host)}:{s.port}" for s in pool.servers], labels=labels))
+        jobs.append(ScrapeJob("picker", [f"{_host(pool.picker.host)}:{pool.picker.metrics_port}"], labels=labels))
+    jobs.append(
+        ScrapeJob("envoy", [f"{_host(gateway.admin_host)}:{gateway.admin_port}"], metrics_path="/stats/prometheus"))
     if plan.batch is not None:
         jobs.append(ScrapeJob("batch-api", [f"{_host(plan.batch.host)}:{plan.batch.port}"]))
     jobs += [ScrapeJob(extra.job, list(extra.targets), extra.metrics_path) for extra in plan.observe.prometheus.extra_jobs]

@@ -19,6 +19,9 @@ FAIRNESS_ID = "x-llm-d-inference-fairness-id"
 SLO_TTFT_MS = "x-llm-d-slo-ttft-ms"
 SLO_TPOT_MS = "x-llm-d-slo-tpot-ms"
 MODEL_REWRITE = "x-llm-d-model-name-rewrite"
+#: Set by a body-based router in front (GIE); names the model of requests whose body is not parsed here
+#: (KServe v2 REST and gRPC, routed on their headers).
+MODEL_NAME = "x-gateway-model-name"
 
 
 @dataclass(slots=True, eq=False)
@@ -66,11 +69,14 @@ def from_headers(
     if not isinstance(objectives, Objectives):
         objectives = Objectives(objectives)
     objective = objectives.resolve(headers)
+    model = headers.get(MODEL_NAME, "")
     return InferenceRequest(
         request_id=headers.get(REQUEST_ID) or str(uuid.uuid4()),
         method=headers.get(":method", "POST"),
         path=headers.get(":path", "/"),
         headers=headers,
+        model=model,
+        requested_model=model,
         objective=objective.name,
         priority=objective.priority,
         fairness_id=headers.get(FAIRNESS_ID, ""),

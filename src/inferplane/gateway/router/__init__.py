@@ -1,0 +1,1 @@
+"""The body-based router: an Envoy ext_proc service choosing the pool by the model a request names."""
