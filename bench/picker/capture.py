@@ -31,7 +31,7 @@ class RecordingProxy(pb_grpc.ExternalProcessorServicer):
         self.conversations: list[Conversation] = []
         self._channel: grpc.aio.Channel | None = None
 
-    async def Process(self, request_iterator: AsyncIterator[pb.ProcessingRequest],  # noqa: N802 (gRPC name)
+    async def Process(self, request_iterator: AsyncIterator[pb.ProcessingRequest],
                       context: grpc.aio.ServicerContext) -> AsyncIterator[pb.ProcessingResponse]:
         if self._channel is None:
             self._channel = grpc.aio.insecure_channel(self.target)

@@ -22,8 +22,8 @@ def _run_section(label: str, run: dict) -> list[str]:
         f"{run['machine']}; {run['endpoints']} endpoints. `uptime` before: `{run['uptime_before']}`; "
         f"after: `{run['uptime_after']}`.",
         "",
-        f"- **Scraping (fixed cost)**: {idle['picker_cpu_ms_per_s']} ms CPU per second for "
-        f"{idle['scrapes_per_s']} scrapes/s = {idle['picker_cpu_ms_per_scrape']} ms per scrape.",
+        (f"- **Scraping (fixed cost)**: {idle['picker_cpu_ms_per_s']} ms CPU per second for "
+         f"{idle['scrapes_per_s']} scrapes/s = {idle['picker_cpu_ms_per_scrape']} ms per scrape."),
         f"- **Picker alone** (recorded Envoy conversation replayed over gRPC, {direct['requests']} requests, "
         f"{direct['errors']} errors): {direct['rps']} req/s, picker CPU **{direct['picker_cpu_ms_per_req']} ms/request** "
         f"({direct['picker_cpu_ms_per_req_net']} net of scraping, {direct['picker_cores']} cores busy), driver "

@@ -39,9 +39,9 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(HERE))
 
-from backends import backends_bootstrap  # noqa: E402
-from capture import RecordingProxy, describe, load, save  # noqa: E402
-from procs import (  # noqa: E402
+from backends import backends_bootstrap
+from capture import RecordingProxy, describe, load, save
+from procs import (
     cpu_seconds,
     free_ports,
     machine_busy,
@@ -50,10 +50,10 @@ from procs import (  # noqa: E402
     wait_grpc_ready,
     wait_http,
 )
-from report import write_markdown  # noqa: E402
+from report import write_markdown
 
-from inferplane.gateway.config import GatewayConfig  # noqa: E402
-from inferplane.gateway.envoy import envoy_binary, envoy_command, write_bootstrap  # noqa: E402
+from inferplane.gateway.config import GatewayConfig
+from inferplane.gateway.envoy import envoy_binary, envoy_command, write_bootstrap
 
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "request 000000"}], "max_tokens": 1}
 
@@ -286,7 +286,7 @@ def main() -> int:
         "machine": f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}",
         "src": args.src, "commit": git_commit(Path(args.src)),
         "endpoints": args.endpoints, "load_before": [round(x, 2) for x in os.getloadavg()],
-        "uptime_before": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
+        "uptime_before": subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip(),
     }
     try:
         bench.start_backends()
@@ -304,7 +304,7 @@ def main() -> int:
         bench.stop_all()
     result["scheduling"] = bench.scheduling()
     result["load_after"] = [round(x, 2) for x in os.getloadavg()]
-    result["uptime_after"] = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    result["uptime_after"] = subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
 
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "picker.json"

@@ -125,7 +125,7 @@ class Stream:
 class Connection(asyncio.Protocol):
     """One client connection; ``app_factory(connection)`` makes its application."""
 
-    def __init__(self, app_factory, on_closed=None) -> None:  # noqa: ANN001 (callables of the server)
+    def __init__(self, app_factory, on_closed=None) -> None:
         self._app_factory = app_factory
         self._on_closed = on_closed
         self.app: Application | None = None
@@ -134,6 +134,8 @@ class Connection(asyncio.Protocol):
         self._buffer = bytearray()
         self._preface = False
         self._decoder = Decoder()
+        self._header_cache: dict[bytes, tuple[int, list[tuple[str, str]]]] = {}
+        self._table_epoch = 0  # bumped by every header block that may have changed the dynamic table
         self._headers_stream = 0  # a HEADERS block continues in CONTINUATION frames on this stream
         self._headers_flags = 0
         self._headers_block = bytearray()
@@ -276,13 +278,29 @@ class Connection(asyncio.Protocol):
         if flags & END_HEADERS:
             self._end_headers()
 
+    def _decode(self, block: bytes) -> list[tuple[str, str]]:
+        """HPACK-decode ``block``. A block of indexed fields only leaves the dynamic table as it was, so
+        the same bytes decode the same way until a block that does change it: such blocks (a proxy
+        sends the same headers on every stream) are decoded once per table state."""
+        cached = self._header_cache.get(block)
+        if cached is not None and cached[0] == self._table_epoch:
+            return cached[1]
+        try:
+            headers = self._decoder.decode(block)
+        except HPACKError as exc:
+            raise _ConnectionError(COMPRESSION_ERROR, f"HPACK: {exc}") from None
+        if _indexed_only(block):
+            if len(self._header_cache) >= 64:
+                self._header_cache.clear()
+            self._header_cache[block] = (self._table_epoch, headers)
+        else:
+            self._table_epoch += 1
+        return headers
+
     def _end_headers(self) -> None:
         stream_id, flags = self._headers_stream, self._headers_flags
         self._headers_stream = 0
-        try:
-            headers = self._decoder.decode(bytes(self._headers_block))
-        except HPACKError as exc:
-            raise _ConnectionError(COMPRESSION_ERROR, f"HPACK: {exc}") from None
+        headers = self._decode(bytes(self._headers_block))
         end = bool(flags & END_STREAM)
         stream = self.streams.get(stream_id)
         assert self.app is not None
@@ -467,6 +485,21 @@ class _ConnectionError(Exception):
     def __init__(self, code: int, message: str) -> None:
         super().__init__(message)
         self.code = code
+
+
+def _indexed_only(block: bytes) -> bool:
+    """Whether an HPACK block holds only indexed header fields (RFC 7541 §6.1), which never change the table."""
+    i, n = 0, len(block)
+    while i < n:
+        byte = block[i]
+        if not byte & 0x80:
+            return False
+        i += 1
+        if byte & 0x7F == 0x7F:  # the index continues in 7-bit groups
+            while i < n and block[i] & 0x80:
+                i += 1
+            i += 1
+    return True
 
 
 def _unpad(payload: bytes) -> bytes:

@@ -91,6 +91,8 @@ class ResponseParser:
                     if not value.isdigit():
                         raise ProtocolError(f"bad Content-Length: {value[:40]!r}")
                     self._length = int(value)
+                    if self._length > MAX_RESPONSE:
+                        raise ProtocolError(f"response larger than {MAX_RESPONSE} bytes")
                 elif name == b"transfer-encoding":
                     self._chunked = value.lower().endswith(b"chunked")
                 elif name == b"connection":

@@ -25,7 +25,11 @@ from inferplane.picker.health import PickerHealth
 from inferplane.picker.kubernetes.watcher import KubernetesWatcher
 from inferplane.picker.metrics import PickerMetrics
 from inferplane.picker.objectives import Objectives
-from inferplane.picker.rewrite import ModelRewrites, RewriteFileSource, rewrites_from_rules
+from inferplane.picker.rewrite import (
+    ModelRewrites,
+    RewriteFileSource,
+    rewrites_from_rules,
+)
 from inferplane.picker.scheduling.profile import build_scheduler
 from inferplane.picker.scraper import MetricsScraper
 
