@@ -47,7 +47,7 @@ def plan(conversation: list[tuple[str, bytes]]) -> list[tuple[pb.ProcessingReque
     return steps
 
 
-def _with_counter(message: pb.ProcessingRequest, i: int) -> pb.ProcessingRequest:
+def with_counter(message: pb.ProcessingRequest, i: int) -> pb.ProcessingRequest:
     if message.WhichOneof("request") != "request_body" or PLACEHOLDER not in message.request_body.body:
         return message
     copy = pb.ProcessingRequest()
@@ -70,7 +70,7 @@ async def replay(target: str, steps: list[tuple[pb.ProcessingRequest, int]], con
             started = time.perf_counter()
             routed = False
             for message, reads in steps:
-                await call.write(_with_counter(message, i))
+                await call.write(with_counter(message, i))
                 for _ in range(reads):
                     answer = await call.read()
                     if answer is grpc.aio.EOF:

@@ -1,4 +1,4 @@
-"""bench/results/picker.md from picker.json: one section per run (before / after ...)."""
+"""bench/results/picker.md from picker.json: before/after tables, then one section per run."""
 
 from __future__ import annotations
 
@@ -14,24 +14,69 @@ _GATEWAY_COLUMNS = (
 )
 
 
+def _unpaced(run: dict) -> dict:
+    return run["gateway"][-1] if run.get("gateway") else {}
+
+
+#: (row title, how to read it from a run); missing values print as "–".
+_COMPARED = (
+    ("handler alone, in-process (no gRPC), CPU ms/request", lambda r: r.get("handler", {}).get("handler_cpu_ms_per_req")),
+    ("picker alone (gRPC replay), CPU ms/request", lambda r: r["direct"]["picker_cpu_ms_per_req"]),
+    ("picker alone, net of scraping", lambda r: r["direct"]["picker_cpu_ms_per_req_net"]),
+    ("picker alone, req/s (driver-bound)", lambda r: r["direct"]["rps"]),
+    ("through Envoy unpaced, req/s", lambda r: _unpaced(r).get("rps")),
+    ("through Envoy, picker CPU ms/request", lambda r: _unpaced(r).get("picker_cpu_ms_per_req")),
+    ("through Envoy, picker net of scraping", lambda r: _unpaced(r).get("picker_cpu_ms_per_req_net")),
+    ("through Envoy, Envoy CPU ms/request", lambda r: _unpaced(r).get("envoy_cpu_ms_per_req")),
+    ("scraping: picker CPU ms per second", lambda r: r["idle"]["picker_cpu_ms_per_s"]),
+    ("scraping: scrapes per second", lambda r: r["idle"]["scrapes_per_s"]),
+    ("scraping: picker CPU ms per scrape", lambda r: r["idle"]["picker_cpu_ms_per_scrape"]),
+    ("scheduling p50 / p99 ms (tiny prompt)", lambda r: _schedule(r, 0)),
+    ("scheduling p50 / p99 ms (2,000-char prompt)", lambda r: _schedule(r, 2000)),
+    ("load average before → after", lambda r: f"{r['load_before'][0]} → {r['load_after'][0]}"),
+)
+
+
+def _schedule(run: dict, chars: int) -> str | None:
+    for s in run["scheduling"]:
+        if s["prompt_chars"] == chars:
+            return f"{s['schedule_ms_p50']} / {s['schedule_ms_p99']}"
+    return None
+
+
+def _comparison(before: dict, after: dict, endpoints: str) -> list[str]:
+    lines = [f"### {endpoints} endpoints", "", "| | before | after |", "|---|---|---|"]
+    for title, read in _COMPARED:
+        values = []
+        for run in (before, after):
+            try:
+                value = read(run)
+            except (KeyError, IndexError):
+                value = None
+            values.append("–" if value is None else str(value))
+        lines.append(f"| {title} | {values[0]} | {values[1]} |")
+    return [*lines, ""]
+
+
 def _run_section(label: str, run: dict) -> list[str]:
     idle, direct = run["idle"], run["direct"]
     lines = [
-        f"## {label}: commit {run['commit']}, {run['date']}",
+        f"### {label}: commit {run['commit']}, {run['date']}, {run['endpoints']} endpoints",
         "",
-        f"{run['machine']}; {run['endpoints']} endpoints. `uptime` before: `{run['uptime_before']}`; "
-        f"after: `{run['uptime_after']}`.",
+        f"{run['machine']}. `uptime` before: `{run['uptime_before']}`; after: `{run['uptime_after']}`.",
         "",
-        (f"- **Scraping (fixed cost)**: {idle['picker_cpu_ms_per_s']} ms CPU per second for "
+        (f"- Scraping (fixed cost): {idle['picker_cpu_ms_per_s']} ms CPU per second for "
          f"{idle['scrapes_per_s']} scrapes/s = {idle['picker_cpu_ms_per_scrape']} ms per scrape."),
-        f"- **Picker alone** (recorded Envoy conversation replayed over gRPC, {direct['requests']} requests, "
-        f"{direct['errors']} errors): {direct['rps']} req/s, picker CPU **{direct['picker_cpu_ms_per_req']} ms/request** "
-        f"({direct['picker_cpu_ms_per_req_net']} net of scraping, {direct['picker_cores']} cores busy), driver "
-        f"{direct.get('driver_cpu_ms_per_req', '?')} ms/request, routing latency p50 {direct['routing_ms_p50']} ms / "
-        f"p99 {direct['routing_ms_p99']} ms, machine {direct['machine_busy_pct']} % busy.",
+        (f"- Picker alone (the recorded conversation replayed over gRPC, {direct['requests']} requests, "
+         f"{direct['errors']} errors): {direct['rps']} req/s, picker CPU {direct['picker_cpu_ms_per_req']} ms/request "
+         f"({direct['picker_cpu_ms_per_req_net']} net of scraping, {direct['picker_cores']} cores busy); the driver "
+         f"{direct.get('driver_cpu_ms_per_req', '?')} ms/request; routing latency p50 {direct['routing_ms_p50']} ms, "
+         f"p99 {direct['routing_ms_p99']} ms; machine {direct['machine_busy_pct']} % busy."),
     ]
+    if run.get("handler"):
+        lines.append(f"- Handler alone (in-process, no gRPC): {run['handler']['handler_cpu_ms_per_req']} ms CPU/request.")
     for s in run["scheduling"]:
-        lines.append(f"- **Scheduling** ({s['endpoints']} endpoints, {s['prompt_chars']}-char system prompt, "
+        lines.append(f"- Scheduling ({s['endpoints']} endpoints, {s['prompt_chars']}-char system prompt, "
                      f"{s['requests']} calls, CPU time): p50 {s['schedule_ms_p50']} ms, p90 {s['schedule_ms_p90']} ms, "
                      f"p99 {s['schedule_ms_p99']} ms; body parse p50 {s['parse_ms_p50']} ms.")
     if run.get("gateway"):
@@ -40,30 +85,26 @@ def _run_section(label: str, run: dict) -> list[str]:
                   "|" + "---|" * len(_GATEWAY_COLUMNS)]
         for step in run["gateway"]:
             lines.append("| " + " | ".join(str(step.get(key, "")) for key, _ in _GATEWAY_COLUMNS) + " |")
-    lines += ["", "ext_proc messages per request (as Envoy sent and the picker answered): "
-              + ", ".join(f"`{m}`" for m in run["conversation"]) + ".", ""]
+    lines += ["", "ext_proc messages of one request, in order: " + ", ".join(f"`{m}`" for m in run["conversation"]) + ".",
+              ""]
     return lines
 
 
 def write_markdown(results: dict, path: Path) -> None:
     runs = results["runs"]
     lines = ["# Picker cost benchmark", "",
-             "`python bench/picker/run.py --label LABEL [--src TREE]` (bench/picker/run.py says what each phase does). "
-             "CPU time per request is the headline: the machine has 2 cores shared with other work, so wall-clock "
-             "rates depend on what else runs; 1 ms of picker CPU per request = 1,000 req/s per core.", ""]
-    if "before" in runs and "after" in runs:
-        b, a = runs["before"], runs["after"]
-        lines += ["| | before | after |", "|---|---|---|",
-                  f"| picker alone, CPU ms/request | {b['direct']['picker_cpu_ms_per_req']} | {a['direct']['picker_cpu_ms_per_req']} |",
-                  f"| picker alone, net of scraping | {b['direct']['picker_cpu_ms_per_req_net']} | {a['direct']['picker_cpu_ms_per_req_net']} |",
-                  f"| picker alone, req/s | {b['direct']['rps']} | {a['direct']['rps']} |",
-                  f"| scraping, picker CPU ms/s ({a['endpoints']} endpoints) | {b['idle']['picker_cpu_ms_per_s']} | {a['idle']['picker_cpu_ms_per_s']} |"]
-        if b.get("gateway") and a.get("gateway"):
-            bmax, amax = b["gateway"][-1], a["gateway"][-1]
-            lines += [f"| through Envoy, unpaced, req/s | {bmax['rps']} | {amax['rps']} |",
-                      f"| through Envoy, picker CPU ms/request | {bmax['picker_cpu_ms_per_req']} | {amax['picker_cpu_ms_per_req']} |",
-                      f"| through Envoy, Envoy CPU ms/request | {bmax['envoy_cpu_ms_per_req']} | {amax['envoy_cpu_ms_per_req']} |"]
-        lines.append("")
+             ("`python bench/picker/run.py --label LABEL [--src TREE] [--endpoints N]`; bench/picker/run.py says what "
+              "each phase measures. CPU time per request is the headline: the machine has 2 cores shared with other "
+              "work, so wall-clock rates depend on what else runs; 1 ms of picker CPU per request = 1,000 req/s per core."),
+             ""]
+    notes_path = path.with_name("picker-notes.md")
+    if notes_path.exists():
+        lines += [notes_path.read_text().strip(), ""]
+    lines += ["## Before / after", ""]
+    for label in runs:
+        if label.startswith("after-") and f"before-{label[6:]}" in runs:
+            lines += _comparison(runs[f"before-{label[6:]}"], runs[label], label[6:])
+    lines += ["## Runs", ""]
     for label, run in runs.items():
         lines += _run_section(label, run)
     path.write_text("\n".join(lines) + "\n")

@@ -248,6 +248,13 @@ class Bench:
         steps.append(step)
         return steps
 
+    def handler(self, conversation: Path) -> dict:
+        """The ext_proc handler in-process, no transport (``handler.py``)."""
+        command = [sys.executable, str(HERE / "handler.py"), "--conversation", str(conversation),
+                   "--endpoints", str(self.args.endpoints)]
+        out = subprocess.run(command, env=self.env, check=True, capture_output=True, text=True).stdout
+        return json.loads(out.strip().splitlines()[-1])
+
     def scheduling(self) -> list[dict]:
         command = [sys.executable, str(HERE / "scheduling.py"), "--endpoints", str(self.args.endpoints)]
         out = subprocess.run(command, env=self.env, check=True, capture_output=True, text=True).stdout
@@ -264,7 +271,8 @@ def git_commit(src: Path) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--label", default="after", help="name of this run in picker.json (e.g. before, after)")
+    parser.add_argument("--label", default="after", help="name of this run in picker.json: before-N / after-N "
+                        "(N endpoints) are compared side by side in picker.md")
     parser.add_argument("--src", default=str(ROOT / "src"), help="source tree the picker runs from")
     parser.add_argument("--endpoints", type=int, default=100)
     parser.add_argument("--idle-s", type=float, default=5.0)
@@ -302,6 +310,7 @@ def main() -> int:
             result["gateway"] = bench.gateway()
     finally:
         bench.stop_all()
+    result["handler"] = bench.handler(bench.work / "conversation.json")
     result["scheduling"] = bench.scheduling()
     result["load_after"] = [round(x, 2) for x in os.getloadavg()]
     result["uptime_after"] = subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
