@@ -33,8 +33,18 @@ _COMPARED = (
     ("scraping: picker CPU ms per scrape", lambda r: r["idle"]["picker_cpu_ms_per_scrape"]),
     ("scheduling p50 / p99 ms (tiny prompt)", lambda r: _schedule(r, 0)),
     ("scheduling p50 / p99 ms (2,000-char prompt)", lambda r: _schedule(r, 2000)),
+    ("picker cores needed at 1,000 req/s (Envoy path, net + scraping)", lambda r: _cores_at_1000(r)),
     ("load average before → after", lambda r: f"{r['load_before'][0]} → {r['load_after'][0]}"),
 )
+
+
+def _cores_at_1000(run: dict) -> float | None:
+    """Per-request CPU (net, unpaced step through Envoy) x 1,000 plus the scraping the endpoints are owed."""
+    net = _unpaced(run).get("picker_cpu_ms_per_req_net")
+    idle = run["idle"]
+    if net is None or "scrapes_per_s_configured" not in idle:
+        return None
+    return round((net * 1000 + idle["picker_cpu_ms_per_scrape"] * idle["scrapes_per_s_configured"]) / 1000, 2)
 
 
 def _schedule(run: dict, chars: int) -> str | None:

@@ -87,7 +87,8 @@ class Bench:
     def start_picker(self) -> None:
         grpc_port, health_port, metrics_port = free_ports(3)
         config = {"picker": {"grpc_port": grpc_port, "health_port": health_port, "metrics_port": metrics_port,
-                             "endpoints": self.endpoints}}
+                             "endpoints": self.endpoints,
+                             "response_processing": not self.args.no_response_processing}}
         path = self.work / "picker.yaml"
         path.write_text(yaml.safe_dump(config))
         command = [sys.executable, "-m", "inferplane", "picker", "--config", str(path)]
@@ -128,7 +129,9 @@ class Bench:
         seconds, scrapes = t1 - t0, scrapes1 - scrapes0
         return {"seconds": round(seconds, 2), "picker_cpu_ms_per_s": round(1e3 * (cpu1 - cpu0) / seconds, 1),
                 "scrapes_per_s": round(scrapes / seconds, 1),
-                "picker_cpu_ms_per_scrape": round(1e3 * (cpu1 - cpu0) / max(scrapes, 1), 4)}
+                "picker_cpu_ms_per_scrape": round(1e3 * (cpu1 - cpu0) / max(scrapes, 1), 4),
+                # the scrapes one picker owes N endpoints at the configured interval (50 ms)
+                "scrapes_per_s_configured": round(self.args.endpoints / 0.05, 1)}
 
     def capture(self) -> Path:
         """One request through a recording proxy in front of the picker; the conversation saved."""
@@ -175,36 +178,41 @@ class Bench:
                                     "-d", str(int(self.args.direct_s)), "-o", str(self.args.py_spy),
                                     "-p", str(self.procs["picker"].pid)],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        cpu0, busy0 = self.cpu(("picker",))["picker"], machine_busy()
+        cpu0, busy0, scrapes0 = self.cpu(("picker",))["picker"], machine_busy(), self.backend_requests()
         driver = subprocess.Popen(command, stdout=subprocess.PIPE, env=self.env)
         assert driver.stdout is not None
         out = driver.stdout.read()
         _, status, usage = os.wait4(driver.pid, 0)
         driver.returncode = os.waitstatus_to_exitcode(status)
-        cpu1, busy1 = self.cpu(("picker",))["picker"], machine_busy()
+        cpu1, busy1, scrapes1 = self.cpu(("picker",))["picker"], machine_busy(), self.backend_requests()
         if spy is not None:
             spy.wait(30)
         result = json.loads(out.decode().strip().splitlines()[-1])
         result["picker_cpu_ms_per_req"] = round(1e3 * (cpu1 - cpu0) / max(result["requests"], 1), 3)
-        result["picker_cpu_ms_per_req_net"] = round(
-            (1e3 * (cpu1 - cpu0) - self.idle_ms_per_s * result["seconds"]) / max(result["requests"], 1), 3)
+        result["scrapes"] = scrapes1 - scrapes0  # no completions reach the servers in this phase
+        result["picker_cpu_ms_per_req_net"] = self.net_ms(cpu1 - cpu0, result["scrapes"], result["requests"])
         result["picker_cores"] = round((cpu1 - cpu0) / result["seconds"], 2)
         result["driver_cpu_ms_per_req"] = round(1e3 * (usage.ru_utime + usage.ru_stime) / max(result["requests"], 1), 3)
         result["machine_busy_pct"] = round(100 * (busy1[0] - busy0[0]) / max(busy1[1] - busy0[1], 1), 1)
         return result
+
+    def net_ms(self, cpu_s: float, scrapes: int, requests: int) -> float:
+        """Picker CPU ms per request less what its scrapes in the same window cost (at the idle phase's
+        CPU per scrape): counting scrapes, not seconds, stays right when a busy machine slows scraping."""
+        return round((1e3 * cpu_s - scrapes * self.idle_ms_per_scrape) / max(requests, 1), 3)
 
     def wrk(self, url: str, seconds: float, think_ms: float) -> dict:
         """One wrk step; CPU time of every process over it."""
         command = ["wrk", "-t1", f"-c{self.args.connections}", f"-d{seconds:g}s", "--timeout", "10s",
                    "-s", str(HERE / "wrk_chat.lua"), url]
         env = {**os.environ, "THINK_MS": f"{think_ms:.3f}"}
-        cpu0, busy0, t0 = self.cpu(), machine_busy(), time.monotonic()
+        cpu0, busy0, t0, served0 = self.cpu(), machine_busy(), time.monotonic(), self.backend_requests()
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
         assert process.stdout is not None
         out = process.stdout.read().decode()
         _, status, usage = os.wait4(process.pid, 0)
         process.returncode = os.waitstatus_to_exitcode(status)
-        cpu1, busy1, t1 = self.cpu(), machine_busy(), time.monotonic()
+        cpu1, busy1, t1, served1 = self.cpu(), machine_busy(), time.monotonic(), self.backend_requests()
         line = next((ln for ln in out.splitlines() if ln.startswith("{")), None)
         if line is None:
             raise RuntimeError(f"wrk failed: {out}")
@@ -222,8 +230,10 @@ class Bench:
             "latency_ms_p50": w["latency_ms_p50"], "latency_ms_p90": w["latency_ms_p90"],
             "latency_ms_p99": w["latency_ms_p99"],
             "picker_cpu_ms_per_req": per_req("picker"),
-            "picker_cpu_ms_per_req_net": round(
-                (1e3 * (cpu1["picker"] - cpu0["picker"]) - self.idle_ms_per_s * (t1 - t0)) / n, 3),
+            # the servers answered every scrape and every request that got through (2xx)
+            "scrapes": max(0, served1 - served0 - (w["requests"] - w["errors_status"])),
+            "picker_cpu_ms_per_req_net": self.net_ms(cpu1["picker"] - cpu0["picker"],
+                                                     max(0, served1 - served0 - (w["requests"] - w["errors_status"])), n),
             "picker_cores": round((cpu1["picker"] - cpu0["picker"]) / (t1 - t0), 2),
             "envoy_cpu_ms_per_req": per_req("gateway"),
             "backends_cpu_ms_per_req": per_req("backends"),
@@ -238,7 +248,8 @@ class Bench:
         steps = []
         latency = 2.0
         for rate in self.args.rates:
-            think = max(0.5, 1000 * connections / rate - latency)
+            period = 1000 * connections / rate  # ms between one connection's requests at this rate
+            think = max(0.5, period - min(latency, period / 2))
             step = {"offered_rps": rate, **self.wrk(url, self.args.step_s, think)}
             latency = step["latency_ms_p50"]
             steps.append(step)
@@ -283,6 +294,8 @@ def main() -> int:
                         help="paced wrk steps (requests/s offered), then one unpaced step")
     parser.add_argument("--step-s", type=float, default=8.0)
     parser.add_argument("--skip-gateway", action="store_true")
+    parser.add_argument("--no-response-processing", action="store_true",
+                        help="picker.response_processing: false (the picker leaves the response path to Envoy)")
     parser.add_argument("--py-spy", type=Path, help="record a py-spy profile (collapsed stacks) of the picker "
                         "during the direct phase into this file; its numbers then include py-spy's cost")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
@@ -293,14 +306,15 @@ def main() -> int:
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}",
         "src": args.src, "commit": git_commit(Path(args.src)),
-        "endpoints": args.endpoints, "load_before": [round(x, 2) for x in os.getloadavg()],
+        "endpoints": args.endpoints, "response_processing": not args.no_response_processing,
+        "load_before": [round(x, 2) for x in os.getloadavg()],
         "uptime_before": subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip(),
     }
     try:
         bench.start_backends()
         bench.start_picker()
         result["idle"] = bench.idle()
-        bench.idle_ms_per_s = result["idle"]["picker_cpu_ms_per_s"]
+        bench.idle_ms_per_scrape = result["idle"]["picker_cpu_ms_per_scrape"]
         print(json.dumps({"idle": result["idle"]}), flush=True)
         conversation = bench.capture()
         result["conversation"] = describe(load(conversation))
