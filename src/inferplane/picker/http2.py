@@ -279,9 +279,9 @@ class Connection(asyncio.Protocol):
             self._end_headers()
 
     def _decode(self, block: bytes) -> list[tuple[str, str]]:
-        """HPACK-decode ``block``. A block of indexed fields only leaves the dynamic table as it was, so
-        the same bytes decode the same way until a block that does change it: such blocks (a proxy
-        sends the same headers on every stream) are decoded once per table state."""
+        """HPACK-decode ``block``. A block that leaves the dynamic table as it was decodes the same way
+        until a block that does change it: such blocks (a proxy sends the same headers on every
+        stream) are decoded once per table state."""
         cached = self._header_cache.get(block)
         if cached is not None and cached[0] == self._table_epoch:
             return cached[1]
@@ -289,7 +289,7 @@ class Connection(asyncio.Protocol):
             headers = self._decoder.decode(block)
         except HPACKError as exc:
             raise _ConnectionError(COMPRESSION_ERROR, f"HPACK: {exc}") from None
-        if _indexed_only(block):
+        if _table_unchanged(block):
             if len(self._header_cache) >= 64:
                 self._header_cache.clear()
             self._header_cache[block] = (self._table_epoch, headers)
@@ -487,19 +487,43 @@ class _ConnectionError(Exception):
         self.code = code
 
 
-def _indexed_only(block: bytes) -> bool:
-    """Whether an HPACK block holds only indexed header fields (RFC 7541 §6.1), which never change the table."""
-    i, n = 0, len(block)
-    while i < n:
-        byte = block[i]
-        if not byte & 0x80:
-            return False
-        i += 1
-        if byte & 0x7F == 0x7F:  # the index continues in 7-bit groups
-            while i < n and block[i] & 0x80:
-                i += 1
+def _hpack_int(block: bytes, i: int, prefix_bits: int) -> tuple[int, int]:
+    """An HPACK integer (RFC 7541 §5.1) starting at ``block[i]``: (value, index after it)."""
+    limit = (1 << prefix_bits) - 1
+    value = block[i] & limit
+    i += 1
+    if value == limit:
+        shift = 0
+        while True:
+            byte = block[i]
             i += 1
-    return True
+            value += (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                break
+    return value, i
+
+
+def _table_unchanged(block: bytes) -> bool:
+    """Whether decoding this HPACK block leaves the dynamic table as it was: only indexed fields
+    (§6.1) and literals without indexing or never indexed (§6.2.2, §6.2.3), no incremental
+    indexing and no table size update."""
+    i, n = 0, len(block)
+    try:
+        while i < n:
+            byte = block[i]
+            if byte & 0x80:  # indexed field
+                _, i = _hpack_int(block, i, 7)
+            elif byte & 0xE0 == 0:  # 0000xxxx / 0001xxxx: literal, not indexed
+                name_index, i = _hpack_int(block, i, 4)
+                for _ in range(1 if name_index else 2):  # the value, after the name when not indexed
+                    length, i = _hpack_int(block, i, 7)
+                    i += length
+            else:  # incremental indexing or a table size update
+                return False
+    except IndexError:
+        return False
+    return i == n
 
 
 def _unpad(payload: bytes) -> bytes:
