@@ -225,3 +225,20 @@ async def test_garbage_instead_of_a_preface_closes_the_connection(served) -> Non
     received = await asyncio.wait_for(reader.read(), 10)  # everything until the server closes
     assert http2.frame(http2.GOAWAY, 0, 0, struct.pack(">LL", 0, http2.PROTOCOL_ERROR))[3:] in received
     writer.close()
+
+
+def test_header_block_cache_follows_the_hpack_table() -> None:
+    """A cached block must decode anew once another block changed the dynamic table."""
+    from hpack.struct import NeverIndexedHeaderTuple
+
+    connection = http2.Connection(lambda conn: None)
+    encoder = Encoder()
+    first = encoder.encode([("x-tenant", "a")])  # literal with incremental indexing: entry 62 = x-tenant: a
+    assert connection._decode(first) == [("x-tenant", "a")]
+    again = encoder.encode([("x-tenant", "a"), NeverIndexedHeaderTuple("x-secret", "s")])  # index 62 + a literal
+    assert http2._table_unchanged(again)
+    assert connection._decode(again) == [("x-tenant", "a"), ("x-secret", "s")]
+    assert connection._decode(again) == [("x-tenant", "a"), ("x-secret", "s")]  # from the cache
+    connection._decode(encoder.encode([("x-tenant", "b")]))  # entry 62 is now x-tenant: b
+    assert not http2._table_unchanged(first)
+    assert connection._decode(again) == [("x-tenant", "b"), ("x-secret", "s")]  # same bytes, new meaning
