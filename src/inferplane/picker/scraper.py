@@ -7,6 +7,7 @@ names rather than parsing every line: a vLLM ``/metrics`` page is mostly histogr
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 from dataclasses import dataclass
@@ -85,20 +86,39 @@ def parse_metrics(text: str) -> EndpointMetrics:
     for dialect in dialects:
         samples = _samples(text, dialect.cache_config)
         if samples:
-            labels = dict(_LABEL.findall(samples[0][0]))
-            metrics.block_size = _int_or_none(labels.get("block_size"))
-            metrics.num_gpu_blocks = _int_or_none(labels.get("num_gpu_blocks"))
+            metrics.block_size, metrics.num_gpu_blocks = _cache_geometry(samples[0][0])
             break
     for dialect in dialects:
         lora = _samples(text, dialect.lora_info) if dialect.lora_info else []
         if lora:
             labels_text, _ = max(lora, key=lambda sample: sample[1])  # value is a timestamp: newest wins
-            labels = dict(_LABEL.findall(labels_text))
-            metrics.max_lora = _int_or_none(labels.get("max_lora"))
-            metrics.running_loras = _adapter_set(labels.get("running_lora_adapters", ""))
-            metrics.waiting_loras = _adapter_set(labels.get("waiting_lora_adapters", ""))
+            metrics.max_lora, metrics.running_loras, metrics.waiting_loras = _lora_state(labels_text)
             break
     return metrics
+
+
+# Label texts repeat on every page of a server: each distinct one is parsed once.
+_memo = functools.lru_cache(maxsize=1024)
+
+
+@_memo
+def _cache_geometry(labels_text: str) -> tuple[int | None, int | None]:
+    """(block_size, num_gpu_blocks) of a cache_config_info sample."""
+    labels = dict(_LABEL.findall(labels_text))
+    return _int_or_none(labels.get("block_size")), _int_or_none(labels.get("num_gpu_blocks"))
+
+
+@_memo
+def _lora_state(labels_text: str) -> tuple[int | None, frozenset[str], frozenset[str]]:
+    """(max_lora, running adapters, waiting adapters) of a lora_requests_info sample."""
+    labels = dict(_LABEL.findall(labels_text))
+    return (_int_or_none(labels.get("max_lora")), _adapter_set(labels.get("running_lora_adapters", "")),
+            _adapter_set(labels.get("waiting_lora_adapters", "")))
+
+
+@_memo
+def _model_name(labels_text: str) -> str:
+    return dict(_LABEL.findall(labels_text)).get("model_name", "")
 
 
 def _read_gauges(text: str, dialect: _Dialect, metrics: EndpointMetrics) -> bool:
@@ -117,7 +137,7 @@ def _read_gauges(text: str, dialect: _Dialect, metrics: EndpointMetrics) -> bool
 
 
 def _served_models(samples: list[tuple[str, float]]) -> frozenset[str]:
-    names = (dict(_LABEL.findall(labels)).get("model_name", "") for labels, _ in samples)
+    names = [_model_name(labels) for labels, _ in samples]
     return frozenset(name for name in names if name)
 
 
