@@ -86,10 +86,13 @@ async def replay(target: str, steps: list[tuple[pb.ProcessingRequest, int]], con
             nonlocal counter, errors
             while time.monotonic() < stop:
                 counter += 1
-                try:
-                    await one(counter)
+                try:  # a stream still open 10 s after the end counts as failed
+                    await asyncio.wait_for(one(counter), stop + 10 - time.monotonic())
                 except (grpc.aio.AioRpcError, RuntimeError):
                     errors += 1
+                except TimeoutError:
+                    errors += 1
+                    return
 
         started = time.monotonic()
         await asyncio.gather(*(worker() for _ in range(concurrency)))

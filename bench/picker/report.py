@@ -21,9 +21,12 @@ def _unpaced(run: dict) -> dict:
 #: (row title, how to read it from a run); missing values print as "–".
 _COMPARED = (
     ("handler alone, in-process (no gRPC), CPU ms/request", lambda r: r.get("handler", {}).get("handler_cpu_ms_per_req")),
-    ("picker alone (gRPC replay), CPU ms/request", lambda r: r["direct"]["picker_cpu_ms_per_req"]),
+    ("picker alone (raw HTTP/2 replay), req/s", lambda r: r["direct"]["rps"]),
+    ("picker alone, picker cores busy", lambda r: r["direct"]["picker_cores"]),
+    ("picker alone, CPU ms/request", lambda r: r["direct"]["picker_cpu_ms_per_req"]),
     ("picker alone, net of scraping", lambda r: r["direct"]["picker_cpu_ms_per_req_net"]),
-    ("picker alone, req/s (driver-bound)", lambda r: r["direct"]["rps"]),
+    ("picker alone (grpcio client replay), req/s", lambda r: r.get("direct_grpcio", {}).get("rps")),
+    ("picker alone (grpcio client), CPU ms/request", lambda r: r.get("direct_grpcio", {}).get("picker_cpu_ms_per_req")),
     ("through Envoy unpaced, req/s", lambda r: _unpaced(r).get("rps")),
     ("through Envoy, picker CPU ms/request", lambda r: _unpaced(r).get("picker_cpu_ms_per_req")),
     ("through Envoy, picker net of scraping", lambda r: _unpaced(r).get("picker_cpu_ms_per_req_net")),
@@ -69,7 +72,7 @@ def _comparison(before: dict, after: dict, endpoints: str) -> list[str]:
 
 
 def _run_section(label: str, run: dict) -> list[str]:
-    idle, direct = run["idle"], run["direct"]
+    idle = run["idle"]
     lines = [
         f"### {label}: commit {run['commit']}, {run['date']}, {run['endpoints']} endpoints",
         "",
@@ -77,12 +80,16 @@ def _run_section(label: str, run: dict) -> list[str]:
         "",
         (f"- Scraping (fixed cost): {idle['picker_cpu_ms_per_s']} ms CPU per second for "
          f"{idle['scrapes_per_s']} scrapes/s = {idle['picker_cpu_ms_per_scrape']} ms per scrape."),
-        (f"- Picker alone (the recorded conversation replayed over gRPC, {direct['requests']} requests, "
-         f"{direct['errors']} errors): {direct['rps']} req/s, picker CPU {direct['picker_cpu_ms_per_req']} ms/request "
-         f"({direct['picker_cpu_ms_per_req_net']} net of scraping, {direct['picker_cores']} cores busy); the driver "
-         f"{direct.get('driver_cpu_ms_per_req', '?')} ms/request; routing latency p50 {direct['routing_ms_p50']} ms, "
-         f"p99 {direct['routing_ms_p99']} ms; machine {direct['machine_busy_pct']} % busy."),
     ]
+    for key, how in (("direct", "raw HTTP/2 frames"), ("direct_grpcio", "grpcio client")):
+        d = run.get(key)
+        if d:
+            lines.append(
+                f"- Picker alone (the recorded conversation replayed, {how}, {d['requests']} requests, "
+                f"{d['errors']} errors): {d['rps']} req/s, picker CPU {d['picker_cpu_ms_per_req']} ms/request "
+                f"({d['picker_cpu_ms_per_req_net']} net of scraping, {d['picker_cores']} cores busy); the driver "
+                f"{d.get('driver_cpu_ms_per_req', '?')} ms/request; routing latency p50 {d['routing_ms_p50']} ms, "
+                f"p99 {d['routing_ms_p99']} ms; machine {d['machine_busy_pct']} % busy.")
     if run.get("handler"):
         lines.append(f"- Handler alone (in-process, no gRPC): {run['handler']['handler_cpu_ms_per_req']} ms CPU/request.")
     for s in run["scheduling"]:

@@ -8,7 +8,9 @@ Phases, one after the other, with CPU time of every process read from ``/proc/PI
 
 1. idle: the picker only scrapes — its fixed cost per second (and per scrape);
 2. capture: one request through a recording proxy, to learn the exact ext_proc message sequence;
-3. direct: ``driver.py`` replays that sequence over gRPC, many streams at once: the picker alone;
+3. direct: that sequence replayed over one HTTP/2 connection, many streams at once, by ``h2driver.py``
+   (raw frames prepared in advance: cheap enough that the picker sets the rate), then by ``driver.py``
+   (grpcio's client): the picker alone;
 4. gateway: wrk sends tiny chat completions through Envoy + picker, paced at rising rates (each
    connection waits between its requests), then unpaced: req/s sustained and CPU ms per request of
    the picker, the gateway Envoy, the stand-in servers and wrk;
@@ -166,20 +168,21 @@ class Bench:
         asyncio.run(record())
         return path
 
-    def direct(self, conversation: Path) -> dict:
-        """The picker alone: the recorded sequence replayed over gRPC by ``driver.py``."""
-        command = [sys.executable, str(HERE / "driver.py"), "--target", self.picker_address, "--conversation",
-                   str(conversation), "--concurrency", str(self.args.direct_concurrency),
-                   "--seconds", str(self.args.direct_s)]
+    def direct(self, conversation: Path, driver_script: str, concurrency: int, profile: bool = False) -> dict:
+        """The picker alone: the recorded sequence replayed by ``h2driver.py`` (raw HTTP/2 frames, cheap)
+        or ``driver.py`` (grpcio's client)."""
+        command = [sys.executable, str(HERE / driver_script), "--target", self.picker_address, "--conversation",
+                   str(conversation), "--concurrency", str(concurrency), "--seconds", str(self.args.direct_s)]
         spy = None
-        if self.args.py_spy:  # sampling profile of the picker while the driver runs (costs CPU itself)
+        if self.args.py_spy and profile:  # sampling profile of the picker while the driver runs (costs CPU itself)
             native = ["--native"] if os.environ.get("PY_SPY_NATIVE") else ["--nonblocking"]
             spy = subprocess.Popen(["py-spy", "record", *native, "--format", "raw", "-r", "200",
                                     "-d", str(int(self.args.direct_s)), "-o", str(self.args.py_spy),
                                     "-p", str(self.procs["picker"].pid)],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         cpu0, busy0, scrapes0 = self.cpu(("picker",))["picker"], machine_busy(), self.backend_requests()
-        driver = subprocess.Popen(command, stdout=subprocess.PIPE, env=self.env)
+        # the drivers are this tree's tools, whatever tree the picker runs from
+        driver = subprocess.Popen(command, stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
         assert driver.stdout is not None
         out = driver.stdout.read()
         _, status, usage = os.wait4(driver.pid, 0)
@@ -288,7 +291,7 @@ def main() -> int:
     parser.add_argument("--endpoints", type=int, default=100)
     parser.add_argument("--idle-s", type=float, default=5.0)
     parser.add_argument("--direct-s", type=float, default=10.0)
-    parser.add_argument("--direct-concurrency", type=int, default=16)
+    parser.add_argument("--direct-concurrency", type=int, default=32, help="streams at once, raw HTTP/2 driver")
     parser.add_argument("--connections", type=int, default=64, help="wrk connections")
     parser.add_argument("--rates", type=float, nargs="*", default=[250, 500, 750, 1000],
                         help="paced wrk steps (requests/s offered), then one unpaced step")
@@ -318,8 +321,10 @@ def main() -> int:
         print(json.dumps({"idle": result["idle"]}), flush=True)
         conversation = bench.capture()
         result["conversation"] = describe(load(conversation))
-        result["direct"] = bench.direct(conversation)
+        result["direct"] = bench.direct(conversation, "h2driver.py", args.direct_concurrency, profile=True)
         print(json.dumps({"direct": result["direct"]}), flush=True)
+        result["direct_grpcio"] = bench.direct(conversation, "driver.py", 16)
+        print(json.dumps({"direct_grpcio": result["direct_grpcio"]}), flush=True)
         if not args.skip_gateway:
             result["gateway"] = bench.gateway()
     finally:
