@@ -37,6 +37,7 @@ _COMPARED = (
     ("scheduling p50 / p99 ms (tiny prompt)", lambda r: _schedule(r, 0)),
     ("scheduling p50 / p99 ms (2,000-char prompt)", lambda r: _schedule(r, 2000)),
     ("picker cores needed at 1,000 req/s (Envoy path, net + scraping)", lambda r: _cores_at_1000(r)),
+    ("picker start to ready, s", lambda r: r.get("picker_ready_s")),
     ("load average before → after", lambda r: f"{r['load_before'][0]} → {r['load_after'][0]}"),
 )
 

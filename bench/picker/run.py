@@ -96,7 +96,8 @@ class Bench:
         command = [sys.executable, "-m", "inferplane", "picker", "--config", str(path)]
         self.procs["picker"] = start(command, self.work / "picker.log", self.env)
         self.picker_address = f"127.0.0.1:{grpc_port}"
-        wait_grpc_ready(f"127.0.0.1:{health_port}", self.procs["picker"])
+        # readiness needs fresh metrics from an endpoint: a picker drowning in scrapes may take long
+        wait_grpc_ready(f"127.0.0.1:{health_port}", self.procs["picker"], limit=self.args.ready_timeout)
 
     def start_gateway(self, name: str, picker_address: str) -> str:
         port, admin = free_ports(2)
@@ -297,6 +298,7 @@ def main() -> int:
                         help="paced wrk steps (requests/s offered), then one unpaced step")
     parser.add_argument("--step-s", type=float, default=8.0)
     parser.add_argument("--skip-gateway", action="store_true")
+    parser.add_argument("--ready-timeout", type=float, default=120.0, help="seconds the picker may take to be ready")
     parser.add_argument("--no-response-processing", action="store_true",
                         help="picker.response_processing: false (the picker leaves the response path to Envoy)")
     parser.add_argument("--py-spy", type=Path, help="record a py-spy profile (collapsed stacks) of the picker "
@@ -315,7 +317,9 @@ def main() -> int:
     }
     try:
         bench.start_backends()
+        started = time.monotonic()
         bench.start_picker()
+        result["picker_ready_s"] = round(time.monotonic() - started, 1)
         result["idle"] = bench.idle()
         bench.idle_ms_per_scrape = result["idle"]["picker_cpu_ms_per_scrape"]
         print(json.dumps({"idle": result["idle"]}), flush=True)
