@@ -172,8 +172,8 @@ async def replay(target: str, steps: list[tuple[bytes, int]], concurrency: int, 
     client.transport.close()  # type: ignore[union-attr]
     ordered = sorted(latencies)
 
-    def pct(p: float) -> float:
-        return round(ordered[min(len(ordered) - 1, int(p * len(ordered)))] * 1e3, 3) if ordered else float("nan")
+    def pct(p: float) -> float | None:
+        return round(ordered[min(len(ordered) - 1, int(p * len(ordered)))] * 1e3, 3) if ordered else None
 
     return {"requests": len(latencies), "errors": errors, "seconds": round(elapsed, 3),
             "rps": round(len(latencies) / elapsed, 1), "routing_ms_p50": pct(0.5), "routing_ms_p99": pct(0.99)}

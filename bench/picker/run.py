@@ -277,6 +277,10 @@ class Bench:
 
 
 def git_commit(src: Path) -> str:
+    """The commit of the tree at ``src``: a ``COMMIT`` file beside it (a ``git archive`` copy), else git's HEAD."""
+    marker = src.resolve().parent / "COMMIT"
+    if marker.is_file():
+        return marker.read_text().strip()
     try:
         return subprocess.run(["git", "-C", str(src), "rev-parse", "--short", "HEAD"], capture_output=True,
                               text=True, check=True).stdout.strip()
