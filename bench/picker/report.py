@@ -18,15 +18,11 @@ def _unpaced(run: dict) -> dict:
     return run["gateway"][-1] if run.get("gateway") else {}
 
 
-def _steps_median(run: dict, key: str) -> float | None:
-    """The median of ``key`` over the Envoy steps that served requests (one step is noisy on a shared machine)."""
-    values = sorted(step[key] for step in run.get("gateway", []) if step["requests"] > 0)
-    return values[len(values) // 2] if values else None
-
-
-def _steps_max(run: dict, key: str) -> float | None:
-    values = [step[key] for step in run.get("gateway", []) if step["requests"] > 0]
-    return max(values) if values else None
+def _best_step(run: dict) -> dict:
+    """The Envoy step that served the most requests/s: the most requests, so scraping (subtracted at the
+    idle phase's CPU per scrape) weighs least on its per-request figures."""
+    steps = [step for step in run.get("gateway", []) if step["requests"] > 0]
+    return max(steps, key=lambda step: step["rps"]) if steps else {}
 
 
 #: (row title, how to read it from a run); missing values print as "–".
@@ -38,24 +34,25 @@ _COMPARED = (
     ("picker alone, net of scraping", lambda r: r["direct"]["picker_cpu_ms_per_req_net"]),
     ("picker alone (grpcio client replay), req/s", lambda r: r.get("direct_grpcio", {}).get("rps")),
     ("picker alone (grpcio client), CPU ms/request", lambda r: r.get("direct_grpcio", {}).get("picker_cpu_ms_per_req")),
-    ("through Envoy, best step, req/s", lambda r: _steps_max(r, "rps") or 0.0),
-    ("through Envoy, picker CPU ms/request (median of steps)", lambda r: _steps_median(r, "picker_cpu_ms_per_req")),
-    ("through Envoy, picker net of scraping (median)", lambda r: _steps_median(r, "picker_cpu_ms_per_req_net")),
-    ("through Envoy, Envoy CPU ms/request (median)", lambda r: _steps_median(r, "envoy_cpu_ms_per_req")),
+    ("through Envoy, best step, req/s", lambda r: _best_step(r).get("rps", 0.0)),
+    ("through Envoy (best step), picker CPU ms/request", lambda r: _best_step(r).get("picker_cpu_ms_per_req")),
+    ("through Envoy (best step), picker net of scraping", lambda r: _best_step(r).get("picker_cpu_ms_per_req_net")),
+    ("through Envoy (best step), Envoy CPU ms/request", lambda r: _best_step(r).get("envoy_cpu_ms_per_req")),
     ("scraping: picker CPU ms per second", lambda r: r["idle"]["picker_cpu_ms_per_s"]),
     ("scraping: scrapes per second", lambda r: r["idle"]["scrapes_per_s"]),
     ("scraping: picker CPU ms per scrape", lambda r: r["idle"]["picker_cpu_ms_per_scrape"]),
     ("scheduling p50 / p99 ms (tiny prompt)", lambda r: _schedule(r, 0)),
     ("scheduling p50 / p99 ms (2,000-char prompt)", lambda r: _schedule(r, 2000)),
-    ("picker cores needed at 1,000 req/s (Envoy path, net + scraping)", lambda r: _cores_at_1000(r)),
+    ("picker cores for 1,000 req/s + scraping: picker alone", lambda r: _cores_at_1000(r, r["direct"])),
+    ("picker cores for 1,000 req/s + scraping: through Envoy", lambda r: _cores_at_1000(r, _best_step(r))),
     ("picker start to ready, s", lambda r: r.get("picker_ready_s")),
     ("load average before → after", lambda r: f"{r['load_before'][0]} → {r['load_after'][0]}"),
 )
 
 
-def _cores_at_1000(run: dict) -> float | None:
-    """Per-request CPU (net, median of the Envoy steps) x 1,000 plus the scraping the endpoints are owed."""
-    net = _steps_median(run, "picker_cpu_ms_per_req_net")
+def _cores_at_1000(run: dict, phase: dict) -> float | None:
+    """Per-request CPU net of scraping x 1,000 plus the scraping the endpoints are owed (one scrape each per 50 ms)."""
+    net = phase.get("picker_cpu_ms_per_req_net")
     idle = run["idle"]
     if net is None or net <= 0 or "scrapes_per_s_configured" not in idle:
         return None
@@ -78,9 +75,29 @@ def _comparison(before: dict, after: dict, endpoints: str) -> list[str]:
                 value = read(run)
             except (KeyError, IndexError):
                 value = None
-            values.append("–" if value is None else str(value))
+            # a negative net figure is the scraping estimate exceeding what a starved picker did
+            values.append("–" if value is None or (isinstance(value, float) and value < 0) else str(value))
         lines.append(f"| {title} | {values[0]} | {values[1]} |")
+    if before["direct"]["requests"] < 100:
+        idle = before["idle"]
+        lines.append(f"\nBefore, the picker completed {before['direct']['requests']} requests in the "
+                     f"{before['direct']['seconds']} s of the direct phase: scraping with httpx took its core "
+                     f"({idle['picker_cpu_ms_per_s']} ms CPU/s) and still managed {idle['scrapes_per_s']} of the "
+                     f"{idle.get('scrapes_per_s_configured', '?')} scrapes/s it owes; per-request figures are "
+                     "that CPU divided by a handful of requests.")
     return [*lines, ""]
+
+
+def _headline(before: dict, after: dict) -> str:
+    b, a = before["direct"], after["direct"]
+    step_b, step_a = _best_step(before), _best_step(after)
+    return (f"- **{after['endpoints']} endpoints**: the picker alone carried **{a['rps']} req/s on {a['picker_cores']} "
+            f"of a core** ({a['picker_cpu_ms_per_req']} ms CPU/request, scraping included; before: {b['rps']} req/s, "
+            f"{b['picker_cpu_ms_per_req']} ms). Through Envoy: picker {step_b.get('picker_cpu_ms_per_req', '–')} → "
+            f"{step_a.get('picker_cpu_ms_per_req', '–')} ms CPU/request, Envoy {step_a.get('envoy_cpu_ms_per_req', '–')} ms. "
+            f"Scraping: {before['idle']['picker_cpu_ms_per_scrape']} → {after['idle']['picker_cpu_ms_per_scrape']} ms "
+            f"CPU per scrape. One core covers 1,000 req/s plus scraping with "
+            f"{_cores_at_1000(after, a)} (picker alone) / {_cores_at_1000(after, step_a)} (through Envoy) of it.")
 
 
 def _run_section(label: str, run: dict) -> list[str]:
@@ -129,10 +146,21 @@ def write_markdown(results: dict, path: Path) -> None:
     notes_path = path.with_name("picker-notes.md")
     if notes_path.exists():
         lines += [notes_path.read_text().strip(), ""]
-    lines += ["## Before / after", ""]
-    for label in runs:
-        if label.startswith("after-") and f"before-{label[6:]}" in runs:
-            lines += _comparison(runs[f"before-{label[6:]}"], runs[label], label[6:])
+    pairs = [(runs[f"before-{label[6:]}"], runs[label], label[6:]) for label in runs
+             if label.startswith("after-") and f"before-{label[6:]}" in runs]
+    others = [(label, run) for label, run in runs.items()
+              if label.startswith("after-") and f"before-{label[6:]}" not in runs]
+    lines += ["## Headline", "", *(_headline(b, a) for b, a, _ in pairs)]
+    for label, run in others:
+        d = run["direct"]
+        mode = "" if run.get("response_processing", True) else ", `response_processing: false`"
+        lines.append(f"- {label} (commit {run['commit']}, {run['endpoints']} endpoints{mode}): the picker alone carried {d['rps']} req/s on "
+                     f"{d['picker_cores']} of a core ({d['picker_cpu_ms_per_req']} ms CPU/request, scraping included).")
+    lines += ["", ("Per-request CPU rises on a busy machine (both cores were ~100 % busy with other work during most "
+                   "runs: see the load averages); the before/after pairs ran minutes apart in one session."), "",
+              "## Before / after", ""]
+    for before, after, endpoints in pairs:
+        lines += _comparison(before, after, endpoints)
     lines += ["## Runs", ""]
     for label, run in runs.items():
         lines += _run_section(label, run)
