@@ -18,6 +18,7 @@ import logging
 import socket
 import struct
 from collections import deque
+from collections.abc import Callable
 from typing import Protocol
 
 from hpack import Decoder
@@ -125,7 +126,8 @@ class Stream:
 class Connection(asyncio.Protocol):
     """One client connection; ``app_factory(connection)`` makes its application."""
 
-    def __init__(self, app_factory, on_closed=None) -> None:
+    def __init__(self, app_factory: Callable[[Connection], Application],
+                 on_closed: Callable[[Connection], None] | None = None) -> None:
         self._app_factory = app_factory
         self._on_closed = on_closed
         self.app: Application | None = None

@@ -137,7 +137,8 @@ class MetricsPoller:
     def on_data(self, conn: _Connection, data: bytes) -> None:
         parser = self._parser
         if conn is not self._conn or parser is None:
-            conn.transport and conn.transport.close()  # unasked-for bytes: not a connection to keep
+            if conn.transport is not None:
+                conn.transport.close()  # unasked-for bytes: not a connection to keep
             return
         try:
             complete = parser.feed(data)
