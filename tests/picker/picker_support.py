@@ -15,6 +15,8 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
+from inferplane.picker.grpcserver import GrpcServer
+
 VLLM_METRICS = """\
 # HELP vllm:num_requests_running Number of requests in model execution batches.
 # TYPE vllm:num_requests_running gauge
@@ -89,8 +91,8 @@ async def wait_until(condition, limit: float = 10.0, step: float = 0.01) -> None
 
 @contextlib.asynccontextmanager
 async def grpc_server(*register) -> AsyncIterator[grpc.aio.Channel]:
-    """A real grpc.aio server on a free port with the given ``register(server)`` calls, and a channel to it."""
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    """The picker's gRPC server on a free port with the given ``register(server)`` calls, and a channel to it."""
+    server = GrpcServer()
     for add in register:
         add(server)
     port = server.add_insecure_port("127.0.0.1:0")

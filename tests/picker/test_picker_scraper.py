@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+from typing import Self
 
 from picker_support import (
     FakeModelServer,
@@ -132,3 +134,108 @@ async def test_removed_endpoint_is_no_longer_scraped() -> None:
             assert [ep.address for ep in datastore.ready()] == [second.address]
         finally:
             await scraper.close()
+
+
+class RawMetricsServer:
+    """A raw asyncio HTTP/1.1 server whose framing and connection handling the test chooses."""
+
+    def __init__(self, mode: str = "length") -> None:
+        self.mode = mode  # length | chunked | close-silently | stall | garbage
+        self.connections = 0
+        self.requests = 0
+        self.server: asyncio.Server | None = None
+        self.address = ""
+
+    async def __aenter__(self) -> Self:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.address = f"127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                assert head.startswith(b"GET /metrics HTTP/1.1\r\n")
+                self.requests += 1
+                body = vllm_metrics(waiting=self.requests, kv=0.5).encode()
+                if self.mode == "stall":
+                    await asyncio.sleep(3600)
+                elif self.mode == "garbage":
+                    writer.write(b"not http at all\r\n\r\n")
+                elif self.mode == "chunked":
+                    half = len(body) // 2
+                    writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                 + b"%x\r\n%s\r\n%x\r\n%s\r\n0\r\n\r\n" % (half, body[:half], len(body) - half, body[half:]))
+                else:
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+                await writer.drain()
+                if self.mode == "close-silently":  # no "Connection: close": the client finds out on reuse
+                    await asyncio.sleep(0.005)
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+async def scraped(server: RawMetricsServer, interval: float = 0.01, timeout: float = 1.0,
+                  until=lambda ep: ep.scrape_generation >= 5):
+    datastore = Datastore(staleness=5.0, failure_grace=5.0)
+    datastore.set_addresses([server.address])
+    scraper = MetricsScraper(datastore, interval=interval, timeout=timeout)
+    scraper.sync()
+    endpoint = datastore.get(server.address)
+    assert endpoint is not None
+    try:
+        await wait_until(lambda: until(endpoint))
+    finally:
+        await scraper.close()
+    return endpoint
+
+
+async def test_scrapes_reuse_one_keep_alive_connection() -> None:
+    async with RawMetricsServer() as server:
+        endpoint = await scraped(server)
+        assert server.connections == 1
+        assert endpoint.metrics is not None and endpoint.metrics.waiting >= 5
+        assert endpoint.failing_since is None
+
+
+async def test_chunked_pages_are_read() -> None:
+    async with RawMetricsServer("chunked") as server:
+        endpoint = await scraped(server)
+        assert endpoint.metrics is not None and endpoint.metrics.kv_cache_usage == 0.5
+
+
+async def test_a_server_closing_idle_connections_costs_no_failed_scrape() -> None:
+    async with RawMetricsServer("close-silently") as server:
+        endpoint = await scraped(server)
+        assert server.connections >= 5  # a new connection per scrape...
+        assert endpoint.last_error == "" and endpoint.failing_since is None  # ...and never a failure
+
+
+async def test_a_stalled_server_times_out_and_a_garbage_one_fails() -> None:
+    async with RawMetricsServer("stall") as server:
+        endpoint = await scraped(server, timeout=0.05, until=lambda ep: ep.failing_since is not None)
+        assert "TimeoutError" in endpoint.last_error
+    async with RawMetricsServer("garbage") as server:
+        endpoint = await scraped(server, until=lambda ep: ep.failing_since is not None)
+        assert "ProtocolError" in endpoint.last_error
+
+
+async def test_scraper_under_uvloop() -> None:
+    """The picker runs on uvloop, whose transports differ from asyncio's: scrape there too."""
+    import uvloop
+
+    async def scrape_once() -> float:
+        async with RawMetricsServer() as server:
+            endpoint = await scraped(server, until=lambda ep: ep.scrape_generation >= 2)
+            assert endpoint.metrics is not None
+            return endpoint.metrics.waiting
+
+    assert await asyncio.to_thread(lambda: uvloop.run(scrape_once())) >= 2

@@ -88,24 +88,22 @@ def header_map(headers: base_pb2.HeaderMap) -> dict[str, str]:
 
 def body_chunks(body: bytes, end_of_stream: bool, phase: str = "request_body") -> list[pb.ProcessingResponse]:
     """``body`` as streamed body mutations of at most :data:`MAX_CHUNK` bytes; the last carries ``end_of_stream``."""
-    pieces = [body[i : i + MAX_CHUNK] for i in range(0, len(body), MAX_CHUNK)] or [b""]
+    if len(body) <= MAX_CHUNK:  # nearly always: one chunk
+        response = pb.ProcessingResponse()
+        streamed = getattr(response, phase).response.body_mutation.streamed_response
+        streamed.body = body
+        streamed.end_of_stream = end_of_stream
+        return [response]
+    pieces = [body[i : i + MAX_CHUNK] for i in range(0, len(body), MAX_CHUNK)]
     last = len(pieces) - 1
-    return [
-        pb.ProcessingResponse(
-            **{
-                phase: pb.BodyResponse(
-                    response=pb.CommonResponse(
-                        body_mutation=pb.BodyMutation(
-                            streamed_response=pb.StreamedBodyResponse(
-                                body=piece, end_of_stream=end_of_stream and i == last
-                            )
-                        )
-                    )
-                )
-            }
-        )
-        for i, piece in enumerate(pieces)
-    ]
+    responses = []
+    for i, piece in enumerate(pieces):
+        response = pb.ProcessingResponse()
+        streamed = getattr(response, phase).response.body_mutation.streamed_response
+        streamed.body = piece
+        streamed.end_of_stream = end_of_stream and i == last
+        responses.append(response)
+    return responses
 
 
 def set_engine_priority(request: InferenceRequest, rank: int) -> None:
@@ -427,7 +425,7 @@ class RequestStream:
     def _metadata(self) -> struct_pb2.Struct:
         """``{"envoy.lb": {"x-gateway-destination-endpoint": ...}}``, the same value as the header."""
         metadata = struct_pb2.Struct()
-        metadata.update({METADATA_NAMESPACE: {DESTINATION_ENDPOINT: self.destination}})
+        metadata.fields[METADATA_NAMESPACE].struct_value.fields[DESTINATION_ENDPOINT].string_value = self.destination
         return metadata
 
     # ---- response path ------------------------------------------------------------------

@@ -20,11 +20,16 @@ from inferplane.picker.discovery import EndpointSource
 from inferplane.picker.endpoints import Datastore
 from inferplane.picker.extproc import ExtProcService, add_to_server
 from inferplane.picker.flowcontrol.controller import FlowController
+from inferplane.picker.grpcserver import GrpcServer
 from inferplane.picker.health import PickerHealth
 from inferplane.picker.kubernetes.watcher import KubernetesWatcher
 from inferplane.picker.metrics import PickerMetrics
 from inferplane.picker.objectives import Objectives
-from inferplane.picker.rewrite import ModelRewrites, RewriteFileSource, rewrites_from_rules
+from inferplane.picker.rewrite import (
+    ModelRewrites,
+    RewriteFileSource,
+    rewrites_from_rules,
+)
 from inferplane.picker.scheduling.profile import build_scheduler
 from inferplane.picker.scraper import MetricsScraper
 
@@ -86,7 +91,7 @@ class PickerServer:
         self.grpc_port = 0
         self.health_port = 0
         self.metrics_port = 0
-        self._grpc: grpc.aio.Server | None = None
+        self._grpc: GrpcServer | None = None
         self._health_grpc: grpc.aio.Server | None = None
         self._metrics_http: Any = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -119,7 +124,9 @@ class PickerServer:
         self.source.refresh()
         self.scraper.sync()
 
-        self._grpc = grpc.aio.server(options=_GRPC_OPTIONS)
+        # ext_proc on the picker's own HTTP/2 gRPC server: grpc.aio's per-message cost alone exceeded
+        # the per-request CPU budget (bench/results/picker.md); the health port stays on grpc.aio.
+        self._grpc = GrpcServer()
         add_to_server(self.service, self._grpc)
         self.health.add_to_server(self._grpc)  # also on the ext_proc port, for a proxy health-checking it
         self.grpc_port = listen(self._grpc, config.host, config.grpc_port, "grpc_port")

@@ -10,9 +10,15 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from inferplane.picker.endpoints import Endpoint
+from inferplane.picker.endpoints import Endpoint, EndpointMetrics
 from inferplane.picker.scheduling.plugin import CycleContext, Scorer
 from inferplane.picker.scheduling.registry import register
+
+
+def usable_metrics(ctx: CycleContext, endpoints: Sequence[Endpoint]) -> list[EndpointMetrics | None]:
+    """:meth:`Endpoint.scoring_metrics` of each endpoint, without the call for the usual case (not failing)."""
+    now, staleness = ctx.now, ctx.staleness
+    return [ep.metrics if ep.failing_since is None else ep.scoring_metrics(now, staleness) for ep in endpoints]
 
 
 def min_max_scores(values: Sequence[float | None]) -> list[float]:
@@ -40,11 +46,11 @@ class QueueScorer(Scorer):
     type_name = "queue-scorer"
 
     def score(self, ctx: CycleContext, endpoints: Sequence[Endpoint]) -> list[float]:
-        now, staleness = ctx.now, ctx.staleness
-        queues: list[float | None] = []
-        for ep in endpoints:
-            m = ep.scoring_metrics(now, staleness)
-            queues.append(None if m is None else max(m.waiting + ep.pending, 0.0))
+        # one comprehension, max(q, 0.0) spelled out: this runs for every endpoint of every request
+        queues: list[float | None] = [
+            None if m is None else (0.0 if 0.0 > (q := m.waiting + ep.pending) else q)
+            for ep, m in zip(endpoints, usable_metrics(ctx, endpoints))
+        ]
         return min_max_scores(queues)
 
 
@@ -55,16 +61,11 @@ class KVCacheUtilizationScorer(Scorer):
     type_name = "kv-cache-utilization-scorer"
 
     def score(self, ctx: CycleContext, endpoints: Sequence[Endpoint]) -> list[float]:
-        now, staleness = ctx.now, ctx.staleness
-        scores: list[float] = []
-        for ep in endpoints:
-            m = ep.scoring_metrics(now, staleness)
-            if m is None:
-                scores.append(0.0)
-            else:
-                free = 1.0 - m.kv_cache_usage
-                scores.append(0.0 if free < 0.0 else min(free, 1.0))
-        return scores
+        # 1 − usage clamped to [0, 1] (min(free, 1.0) spelled out), in one comprehension
+        return [
+            0.0 if m is None else (0.0 if (free := 1.0 - m.kv_cache_usage) < 0.0 else (1.0 if 1.0 < free else free))  # noqa: FURB136
+            for m in usable_metrics(ctx, endpoints)
+        ]
 
 
 class InFlightParameters(BaseModel):
