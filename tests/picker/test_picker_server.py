@@ -10,6 +10,7 @@ from pathlib import Path
 
 import grpc
 import httpx
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from picker_support import (
     FakeModelServer,
@@ -30,10 +31,13 @@ async def health_status(channel: grpc.aio.Channel, service: str) -> str:
     return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
 
 
-async def test_health_follows_metrics_and_prometheus_exports_the_pool(model_server: FakeModelServer) -> None:
+@pytest.mark.parametrize("extproc_server", ["inferplane", "grpcio"])
+async def test_health_follows_metrics_and_prometheus_exports_the_pool(model_server: FakeModelServer,
+                                                                     extproc_server: str) -> None:
     model_server.status = 500  # not scrapeable yet
     model_server.text = vllm_metrics(waiting=3, kv=0.4)
-    config = PickerConfig(**FREE_PORTS, endpoints=[model_server.address], scrape_interval=0.02, pool_name="pool-a")
+    config = PickerConfig(**FREE_PORTS, endpoints=[model_server.address], scrape_interval=0.02, pool_name="pool-a",
+                          extproc_server=extproc_server)
     server = PickerServer(config)
     await server.start()
     try:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
@@ -146,6 +146,10 @@ class PickerConfig(BaseModel):
     fallback_endpoints: int = Field(0, ge=0, le=16)
     #: Watch responses (status, ``usage`` token metrics). Off: Envoy is told to skip the response path.
     response_processing: bool = True
+    #: The gRPC server carrying ext_proc: ``inferplane`` (the picker's own HTTP/2 server, cleartext, about a
+    #: third of grpc.aio's CPU per request; bench/results/picker.md) or ``grpcio`` (grpc.aio, e.g. to rule
+    #: the former out when debugging). The health port always uses grpc.aio.
+    extproc_server: Literal["inferplane", "grpcio"] = "inferplane"
     #: Largest request body the picker buffers to parse; larger ones get 413.
     max_body_bytes: int = Field(64 << 20, gt=0)
     #: InferenceObjective name -> ``{priority}`` (or just the priority; negative = sheddable), chosen per

@@ -91,7 +91,7 @@ class PickerServer:
         self.grpc_port = 0
         self.health_port = 0
         self.metrics_port = 0
-        self._grpc: GrpcServer | None = None
+        self._grpc: GrpcServer | grpc.aio.Server | None = None
         self._health_grpc: grpc.aio.Server | None = None
         self._metrics_http: Any = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -126,7 +126,7 @@ class PickerServer:
 
         # ext_proc on the picker's own HTTP/2 gRPC server: grpc.aio's per-message cost alone exceeded
         # the per-request CPU budget (bench/results/picker.md); the health port stays on grpc.aio.
-        self._grpc = GrpcServer()
+        self._grpc = GrpcServer() if config.extproc_server == "inferplane" else grpc.aio.server(options=_GRPC_OPTIONS)
         add_to_server(self.service, self._grpc)
         self.health.add_to_server(self._grpc)  # also on the ext_proc port, for a proxy health-checking it
         self.grpc_port = listen(self._grpc, config.host, config.grpc_port, "grpc_port")
