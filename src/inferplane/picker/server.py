@@ -22,6 +22,7 @@ from inferplane.picker.extproc import ExtProcService, add_to_server
 from inferplane.picker.flowcontrol.controller import FlowController
 from inferplane.picker.health import PickerHealth
 from inferplane.picker.kubernetes.watcher import KubernetesWatcher
+from inferplane.picker.kv_events import attach_kv_events
 from inferplane.picker.metrics import PickerMetrics
 from inferplane.picker.objectives import Objectives
 from inferplane.picker.rewrite import ModelRewrites, RewriteFileSource, rewrites_from_rules
@@ -76,6 +77,8 @@ class PickerServer:
         self.scraper = MetricsScraper(
             self.datastore, config.scrape_interval, config.scrape_timeout, config.metrics_path
         )
+        # KV-cache event subscriptions for a precise-prefix-cache-scorer in the profile (else None)
+        self.kv_events = attach_kv_events(config, self.datastore, self.scheduler, self.metrics.registry)
         self.source = EndpointSource(
             self.datastore,
             config.endpoints,
@@ -104,6 +107,8 @@ class PickerServer:
 
     def _endpoints_changed(self, removed: list[str]) -> None:
         self.scraper.sync()
+        if self.kv_events is not None:
+            self.kv_events.sync()
         self.scheduler.forget_endpoints(removed)
 
     def _objectives_changed(self, objectives: dict[str, int]) -> None:
@@ -118,6 +123,8 @@ class PickerServer:
         config = self.config
         self.source.refresh()
         self.scraper.sync()
+        if self.kv_events is not None:
+            self.kv_events.start()
 
         self._grpc = grpc.aio.server(options=_GRPC_OPTIONS)
         add_to_server(self.service, self._grpc)
@@ -165,6 +172,8 @@ class PickerServer:
             self._metrics_http = None
         await asyncio.gather(*jobs)
         await self.scraper.close()
+        if self.kv_events is not None:
+            await self.kv_events.close()
 
     @staticmethod
     def _close_metrics(httpd: Any) -> None:
