@@ -106,6 +106,32 @@ class ProfileConfig(BaseModel):
     picker: PickerSpec = Field(default_factory=lambda: PickerSpec(type="max-score-picker"))
 
 
+def _zmq_address(value: str) -> str:
+    if not value.startswith(("tcp://", "ipc://", "inproc://")):
+        raise ValueError(f"{value!r} is not a ZMQ address (tcp://host:port, ipc://path)")
+    return value
+
+
+class KVEventsConfig(BaseModel):
+    """Where the picker reads the model servers' KV-cache events (vLLM ``--kv-events-config``,
+    the simulator's ``sim.kv_events``); used only when the profile has a ``precise-prefix-cache-scorer``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: The port every endpoint publishes on: endpoint ``ip:port`` is read at ``tcp://ip:<port>``.
+    port: int = Field(5557, ge=1, le=65535)
+    #: Explicit ZMQ address per endpoint (``ip:port`` -> ``tcp://host:port``), overriding ``port``.
+    addresses: dict[Address, Annotated[str, AfterValidator(_zmq_address)]] = Field(default_factory=dict)
+    #: Topic prefix to subscribe to ("" = every topic; vLLM publishes on "" unless told otherwise).
+    topic: str = ""
+    #: Blocks indexed per endpoint; beyond it the oldest are dropped (only when removals were lost).
+    max_blocks_per_endpoint: int = Field(1_000_000, ge=1)
+    #: Messages queued per endpoint socket before ZMQ drops (a drop shows as a gap and resets the index).
+    receive_hwm: int = Field(100_000, ge=1)
+    #: Seconds before resubscribing to an endpoint whose subscription failed unexpectedly.
+    retry_interval: float = Field(1.0, gt=0)
+
+
 class PickerConfig(BaseModel):
     """Everything ``inferplane picker`` needs; every field has a working default."""
 
@@ -177,6 +203,8 @@ class PickerConfig(BaseModel):
     kubernetes: KubernetesConfig | None = None
     #: JSON logs and OpenTelemetry tracing (the picker's span is the model server's parent).
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
+    #: KV-cache event subscription for the ``precise-prefix-cache-scorer`` (see docs/precise-prefix.md).
+    kv_events: KVEventsConfig = Field(default_factory=KVEventsConfig)
 
     @model_validator(mode="after")
     def _default_objective_exists(self) -> PickerConfig:

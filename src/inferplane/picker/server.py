@@ -23,6 +23,7 @@ from inferplane.picker.flowcontrol.controller import FlowController
 from inferplane.picker.grpcserver import GrpcServer
 from inferplane.picker.health import PickerHealth
 from inferplane.picker.kubernetes.watcher import KubernetesWatcher
+from inferplane.picker.kv_events import attach_kv_events
 from inferplane.picker.metrics import PickerMetrics
 from inferplane.picker.objectives import Objectives
 from inferplane.picker.rewrite import (
@@ -81,6 +82,8 @@ class PickerServer:
         self.scraper = MetricsScraper(
             self.datastore, config.scrape_interval, config.scrape_timeout, config.metrics_path
         )
+        # KV-cache event subscriptions for a precise-prefix-cache-scorer in the profile (else None)
+        self.kv_events = attach_kv_events(config, self.datastore, self.scheduler, self.metrics.registry)
         self.source = EndpointSource(
             self.datastore,
             config.endpoints,
@@ -109,6 +112,8 @@ class PickerServer:
 
     def _endpoints_changed(self, removed: list[str]) -> None:
         self.scraper.sync()
+        if self.kv_events is not None:
+            self.kv_events.sync()
         self.scheduler.forget_endpoints(removed)
 
     def _objectives_changed(self, objectives: dict[str, int]) -> None:
@@ -123,6 +128,8 @@ class PickerServer:
         config = self.config
         self.source.refresh()
         self.scraper.sync()
+        if self.kv_events is not None:
+            self.kv_events.start()
 
         # ext_proc on the picker's own HTTP/2 gRPC server: grpc.aio's per-message cost alone exceeded
         # the per-request CPU budget (bench/results/picker.md); the health port stays on grpc.aio.
@@ -172,6 +179,8 @@ class PickerServer:
             self._metrics_http = None
         await asyncio.gather(*jobs)
         await self.scraper.close()
+        if self.kv_events is not None:
+            await self.kv_events.close()
 
     @staticmethod
     def _close_metrics(httpd: Any) -> None:

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from inferplane.picker.endpoints import Endpoint
 from inferplane.picker.request import InferenceRequest
 from inferplane.picker.scheduling.plugin import CycleContext, Scorer
-from inferplane.picker.scheduling.prefix import MATCHED_TOKENS_KEY
+from inferplane.picker.scheduling.prefix import MATCHED_TOKENS_KEY, PROMPT_TOKENS_KEY
 from inferplane.picker.scheduling.registry import register
 
 
@@ -62,7 +62,10 @@ class PrefillBacklogScorer(Scorer):
         self.state_key = f"prefill-backlog-scorer.routed.{id(self)}"
 
     def prompt_tokens(self, request: InferenceRequest) -> float:
-        """The prompt's estimated token count."""
+        """The prompt's token count: exact when a scorer tokenized it, else estimated from its length."""
+        exact = request.state.get(PROMPT_TOKENS_KEY)
+        if exact is not None:
+            return float(exact)
         return len(request.prompt) / self.chars_per_token
 
     def costs(self, ctx: CycleContext, endpoints: Sequence[Endpoint]) -> list[float]:

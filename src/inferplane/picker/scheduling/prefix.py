@@ -23,6 +23,9 @@ _STATE_KEY = "prefix-cache-scorer.hashes"
 #: ``InferenceRequest.state`` key where the scorer leaves, per endpoint address, how many leading
 #: prompt tokens it believes that endpoint has cached (absent: none); later scorers may read it.
 MATCHED_TOKENS_KEY = "prefix-cache-scorer.matched-tokens"
+#: ``InferenceRequest.state`` key where a scorer that tokenized the prompt (the precise prefix-cache
+#: scorer) leaves its exact token count, so that readers of ``MATCHED_TOKENS_KEY`` compare like with like.
+PROMPT_TOKENS_KEY = "prefix-cache-scorer.prompt-tokens"
 
 
 def block_hashes(model: str, prompt: str, block_bytes: int, max_blocks: int) -> list[int]:

@@ -67,6 +67,7 @@ def _load_builtins() -> None:
     from inferplane.picker.scheduling import (  # noqa: F401
         filters,
         pickers,
+        precise_prefix,
         prefill,
         prefix,
         saturation,
