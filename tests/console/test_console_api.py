@@ -169,3 +169,25 @@ def _get_when_up(url: str, limit_s: float = 30.0) -> str:
         except httpx.HTTPError:
             assert time.monotonic() < deadline, f"{url} did not answer within {limit_s}s"
             time.sleep(0.1)
+
+
+async def test_gateway_counts_every_pool_cluster_of_a_several_pool_gateway() -> None:
+    import re
+
+    from inferplane.console.sources import GATEWAY_STATS, Sources
+
+    stats = {"cluster.inference_pool_llm.upstream_rq_total": 5, "cluster.inference_pool_embed.upstream_rq_total": 2,
+             "http.inference_gateway.downstream_rq_total": 9, "cluster.picker_llm.upstream_rq_total": 40}
+
+    def envoy_admin(request: httpx.Request) -> httpx.Response:
+        wanted = re.compile(request.url.params["filter"])
+        return httpx.Response(200, json={"stats": [{"name": k, "value": v} for k, v in stats.items()
+                                                   if wanted.search(k)]})
+
+    config = ConsoleConfig(picker_url="http://picker.invalid", envoy_admin_url="http://envoy.invalid")
+    async with httpx.AsyncClient(transport=httpx.MockTransport(envoy_admin)) as client:
+        reading = await Sources(config, client).gateway()
+    assert reading.ok and re.search(GATEWAY_STATS, "cluster.inference_pool_llm.upstream_rq_total")
+    assert reading.data == {"downstream_rq_total": 9, "cluster.inference_pool_llm.upstream_rq_total": 5,
+                            "cluster.inference_pool_embed.upstream_rq_total": 2,
+                            "cluster.inference_pool.upstream_rq_total": 7}

@@ -16,7 +16,8 @@ from inferplane.console.config import ConsoleConfig
 #: Envoy's listener counters (``stat_prefix: inference_gateway``: every route, the console's own
 #: polls included) and the requests sent to the pool's clusters (inference only).
 GATEWAY_STATS = (r"^(http\.inference_gateway\.downstream_rq_(total|active|[2345]xx)"
-                 r"|cluster\.(inference_pool|original_destination_cluster)\.upstream_rq_total)$")
+                 r"|cluster\.(inference_pool(_[^.]+)?|original_destination_cluster)\.upstream_rq_total)$")
+POOL_REQUESTS = "cluster.inference_pool.upstream_rq_total"
 
 
 @dataclass(slots=True)
@@ -69,7 +70,8 @@ class Sources:
 
     async def gateway(self) -> Reading:
         """Envoy's counters as ``{name: value}``: ``downstream_rq_total``, ``downstream_rq_5xx``… of the listener,
-        ``cluster.inference_pool.upstream_rq_total`` of the pool."""
+        ``cluster.inference_pool.upstream_rq_total`` of the pool (with several pools, the sum of their
+        ``cluster.inference_pool_<name>`` clusters, which are listed too)."""
         if self.config.envoy_admin_url is None:
             return Reading(error="no Envoy admin configured")
         reading = await self._json(f"{self.config.envoy_admin_url}/stats",
@@ -81,6 +83,10 @@ class Sources:
                 for s in stats
                 if isinstance(s, dict) and "name" in s and "value" in s
             }
+            pools = [value for name, value in reading.data.items()
+                     if name.startswith("cluster.inference_pool_") and name.endswith(".upstream_rq_total")]
+            if pools and POOL_REQUESTS not in reading.data:  # several pools (`up` with `pools:`): their sum
+                reading.data[POOL_REQUESTS] = sum(pools)
         return reading
 
 
