@@ -175,7 +175,9 @@ def plan_router(router: dict[str, Any], pools: list[PoolPlan], log_format: str, 
         "log_format": log_format,
         **router,
         "pools": [{"name": p.name, "kind": p.kind, "endpoints": p.endpoints, "models": p.models(),
-                   "grpc": bool(p.grpc_endpoints)} for p in pools],
+                   "grpc": bool(p.grpc_endpoints),
+                   "model_rewrites": [rewrite.model_dump(by_alias=True) for rewrite in p.picker.model_rewrites],
+                   "model_rewrites_file": p.picker.model_rewrites_file} for p in pools],
     }
     return validate_section(RouterConfig, raw, source, "router")
 

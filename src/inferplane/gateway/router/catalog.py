@@ -47,7 +47,10 @@ class ModelCatalog:
         self._refreshing: asyncio.Task[None] | None = None
         self._refreshed_at = float("-inf")
         self._warned: set[str] = set()
+        #: Model names a pool's picker rewrites (to its own models) → that pool.
+        self._aliases: dict[str, str] = {}
         self._rebuild()
+        self._read_rewrites()
 
     def _static(self, pool: RouterPool) -> PoolModels:
         cards = {name: _card(name, self.started, "inferplane") for name in pool.models}
@@ -56,8 +59,9 @@ class ModelCatalog:
     # ---- lookups ------------------------------------------------------------------------
 
     def pool_of(self, model: str) -> str | None:
-        """The pool serving ``model`` (the first one listed when several do), or ``None``."""
-        return self._table.get(model)
+        """The pool serving ``model`` (the first one listed when several do), or the pool whose picker
+        rewrites it (a canary name, ``inferplane rollout``), or ``None``."""
+        return self._table.get(model) or self._aliases.get(model)
 
     @property
     def default_pool(self) -> str:
@@ -115,7 +119,27 @@ class ModelCatalog:
             pool.cards = {**self._static(pool.pool).cards, **cards}
             pool.ready = ready
         self._rebuild()
+        self._read_rewrites()
         self._refreshed_at = time.monotonic()
+
+    def _read_rewrites(self) -> None:
+        """The names each pool's picker rewrites: its configured rewrites and its rewrites file, as the
+        picker reads them (a file that is missing or does not parse adds nothing)."""
+        from inferplane.picker.rewrite import ModelRewrite, parse_rewrites
+
+        aliases: dict[str, str] = {}
+        for pool in self.config.pools:
+            rewrites = [ModelRewrite.model_validate(item) for item in pool.model_rewrites]
+            if pool.model_rewrites_file is not None:
+                try:
+                    rewrites += parse_rewrites(pool.model_rewrites_file.read_text())
+                except (OSError, ValueError) as exc:
+                    log.debug("rewrites file %s not read: %s", pool.model_rewrites_file, exc)
+            for rewrite in rewrites:
+                for rule in rewrite.rules:
+                    for match in rule.matches:
+                        aliases.setdefault(match.model.value, pool.name)
+        self._aliases = aliases
 
     async def _discover(self, pool: RouterPool) -> tuple[dict[str, dict[str, Any]], set[str]] | None:
         """The union of the replicas' lists; ``None`` when no replica answered."""

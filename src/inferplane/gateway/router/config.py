@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -24,6 +25,13 @@ class RouterPool(BaseModel):
         default_factory=list, description="models known before the first discovery (served names, repository models)"
     )
     grpc: bool = Field(default=False, description="the pool serves KServe v2 gRPC (models pools with grpc_port)")
+    model_rewrites: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="the pool picker's model rewrites ({name, rules}): the names they match route to this pool",
+    )
+    model_rewrites_file: Path | None = Field(
+        default=None, description="the pool picker's rewrites file (re-read with the model lists; `rollout` writes it)"
+    )
 
     @field_validator("endpoints")
     @classmethod
