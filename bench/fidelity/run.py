@@ -517,13 +517,13 @@ def fit(cal: dict) -> dict:
         rows.append([1.0, 0.0, b, ctx]); ys.append(d["tpot_p50_s"]); labels.append(f"decode B={b} rep {d['rep']}")
     for p in cal["prefill"] + cal["cached"]:
         s = p["server"]["request_prefill_time_seconds"]
+        hit = p["server"].get("delta_prefix_cache_hits_total", 0.0) / p["n"]  # tokens served from the prefix cache
         if s is not None:  # one prefill step (the prompt fits in max_num_batched_tokens)
-            hit = p["server"].get("delta_prefix_cache_hits_total", 0.0) / p["n"]  # tokens served from the prefix cache
             rows.append([1.0, p["prompt_len"] - hit, 0.0, p["prompt_len"]]); ys.append(s)
             labels.append(f"prefill L={p['prompt_len']}" + (f" ({hit:.0f} cached)" if hit else ""))
         if p["tpot_p50_s"] is not None:  # single-stream decode at this context
             rows.append([1.0, 0.0, 1.0, p["prompt_len"] + p["max_tokens"] / 2]); ys.append(p["tpot_p50_s"])
-            labels.append(f"decode B=1 ctx={p['prompt_len']}")
+            labels.append(f"decode B=1 ctx={p['prompt_len']}" + (f" (after {hit:.0f} cached)" if hit else ""))
     a = np.array(rows) / np.array(ys)[:, None]
     coef, _ = nnls(a, np.ones(len(ys)))
     base, prefill, decode, context = (float(x) for x in coef)
@@ -566,6 +566,7 @@ def sim_spec(args):
         lines += [f"      {k}: {v}" for k, v in json.loads(args.sim_cost).items()]
     cfg = OUT / "sim-server.yaml"
     cfg.write_text("\n".join(lines) + "\n")
+    args.sim_config_text = cfg.read_text()
     argv = [sys.executable, "-m", "inferplane", "serve", "--config", str(cfg), "--port", "{port}"]
     return engines.EngineSpec("sim", argv, ready_timeout_s=120, note=f"inferplane serve --engine sim, preset {PRESET}")
 
@@ -619,6 +620,14 @@ async def run_target(target: str, args) -> dict:
     spec = vllm_spec(args) if target == "vllm" else sim_spec(args)
     result: dict = {"target": target, "argv": spec.argv, "env": spec.env, "note": spec.note,
                     "machine": engines.machine_info(), "max_num_seqs": args.max_num_seqs}
+    if target == "sim":  # what the simulator really ran with (the preset may change later)
+        from inferplane.sim.cost_model import get_preset
+
+        preset = get_preset(PRESET)
+        result["sim_config"] = args.sim_config_text
+        result["preset"] = {"cost": {k: getattr(preset.cost, k) for k in ("step_base_s", "prefill_per_token_s",
+                            "decode_per_seq_s", "context_per_token_s", "request_overhead_s")},
+                            "num_gpu_blocks": preset.num_gpu_blocks, "block_size": preset.block_size}
     result["waited_for_load_s"] = wait_for_quiet(args.max_load, args.max_wait)
     result["load_before_start"] = load_snapshot()
     print(f"[{target}] starting; load {result['load_before_start']}", flush=True)
@@ -836,14 +845,19 @@ def report(args) -> dict:
                 row[k].update(vllm_repeat=c, repeat_rel_error=rel(c, a[k]))
         comparison.append(row)
     cal = real.get("calibration", {})
+    if cal:  # refit from the stored probes (same data, same method: the labels may have improved since)
+        cal["fit"] = fit(cal)
     out = {
         "meta": {"made": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "preset": PRESET,
                  "preset_cost": {k: getattr(preset.cost, k) for k in ("step_base_s", "prefill_per_token_s",
                                  "decode_per_seq_s", "context_per_token_s", "request_overhead_s")},
                  "preset_num_gpu_blocks": preset.num_gpu_blocks, "preset_block_size": preset.block_size,
-                 "sim_cost_overrides": sim["argv"], "machine": real["machine"],
+                 "sim_argv": sim["argv"], "sim_config": sim.get("sim_config") or (OUT / "sim-server.yaml").read_text(),
+                 "machine": real["machine"],
                  "workload": real["replay"]["workload"], "max_num_seqs": real.get("max_num_seqs")},
         "calibration": cal,
+        "sim_cache_config": {k.split(":", 1)[1]: v for k, v in sim["replay"]["samples"][0].items()
+                             if k.startswith("cache_config_info:")},
         "vllm": {k: v for k, v in real.items() if k not in ("replay", "calibration")},
         "sim": {k: v for k, v in sim.items() if k != "replay"},
         "summary": {"vllm": rs, "sim": ss, **({"vllm_repeat": ps} if ps else {})},
@@ -892,8 +906,10 @@ def markdown(out: dict) -> str:
                   f"decode {fit['decode_per_seq_s']} s/sequence, context {fit['context_per_token_s']} s/token; "
                   f"request overhead (client TTFT − engine queue − prefill at concurrency 1) {fit['request_overhead_s']} s "
                   f"(per prompt length: {fit['overheads_s']}).", "",
-                  f"Preset as used by the simulator run: {m['preset_cost']}, {m['preset_num_gpu_blocks']} blocks of "
-                  f"{m['preset_block_size']}.", ""]
+                  f"Preset (`src/inferplane/sim/cost_model.py`) when this report was made: {m['preset_cost']}, "
+                  f"{m['preset_num_gpu_blocks']} blocks of {m['preset_block_size']}; the simulator server's "
+                  f"configuration: `{' '.join(m['sim_config'].split())}` (its /metrics reported "
+                  f"{out['sim_cache_config']}).", ""]
     w = m["workload"]
     lines += ["## Replay: the same requests against both", "",
               f"{w['requests']} requests, Poisson arrivals at {w['rates']} req/s, {w['stage_s']:g} s per rate, back to back; "
