@@ -11,6 +11,7 @@ from typing import Any
 import grpc
 from prometheus_client import start_http_server
 
+from inferplane.eventloop import run_service
 from inferplane.grpc_listen import listen
 from inferplane.observe.logs import setup_logging
 from inferplane.observe.tracing import setup_tracing
@@ -213,16 +214,4 @@ def serve(config: PickerConfig) -> int:
     """Run the picker in one event loop (uvloop when installed); 0 on a clean stop, 1 when a port is taken."""
     setup_logging("picker", config.telemetry.log_format, logging.INFO)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per scrape otherwise
-    try:
-        import uvloop
-    except ImportError:
-        uvloop = None  # type: ignore[assignment]
-    try:
-        if uvloop is not None:
-            uvloop.run(run(config))
-        else:
-            asyncio.run(run(config))
-    except OSError as exc:
-        log.error("%s", exc)
-        return 1
-    return 0
+    return run_service(run(config), log)

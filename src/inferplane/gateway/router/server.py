@@ -11,6 +11,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 
+from inferplane.eventloop import run_service
 from inferplane.gateway.router.catalog import ModelCatalog
 from inferplane.gateway.router.config import RouterConfig
 from inferplane.gateway.router.service import RouterService, add_to_server
@@ -95,16 +96,4 @@ def serve(config: RouterConfig) -> int:
     """Run the router; 0 on a clean stop, 1 when a port is taken."""
     setup_logging("router", config.log_format, config.log_level.upper())
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    try:
-        import uvloop
-    except ImportError:
-        uvloop = None  # type: ignore[assignment]
-    try:
-        if uvloop is not None:
-            uvloop.run(run(config))
-        else:
-            asyncio.run(run(config))
-    except OSError as exc:
-        log.error("%s", exc)
-        return 1
-    return 0
+    return run_service(run(config), log)
