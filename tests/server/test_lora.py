@@ -19,7 +19,8 @@ from inferplane.server.config import ServerConfig
 from inferplane.sim.engine import SimEngine, create_engine
 
 BASE = "SmolLM2-135M-Instruct"
-PROMPT = "Explain in one sentence why adapters share the base model's weights. " * 4
+# Longer than one KV block (128 tokens on the smollm2-135m-cpu2 preset, as vLLM on CPU), so a repeat hits the cache.
+PROMPT = "Explain in one sentence why adapters share the base model's weights. " * 12
 
 
 def sim_config(**fields: Any) -> ServerConfig:
