@@ -28,7 +28,7 @@ from inferplane.cli import main
 
 MODEL = "llama"
 SIM = {"time_scale": 1.0, "output_length": {"distribution": "fixed", "mean": 4, "max": 4}}
-GATE = ["--interval", "4s", "--max-error-rate", "0.05", "--max-ttft-p90-ratio", "2.5", "--min-requests", "3"]
+GATE = ["--interval", "6s", "--max-error-rate", "0.05", "--max-ttft-p90-ratio", "2.5", "--min-requests", "3"]
 OVERHEAD_S = 0.15
 
 
@@ -108,8 +108,8 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Platfor
         for process, port in extra:  # started together with the platform
             wait_healthy(f"http://127.0.0.1:{port}/health", process)
         traffic = Traffic(running.base_url)
-        # two clients ask for whole answers, one streams (TTFT at the first generated token)
-        threads = [threading.Thread(target=traffic.run, args=(i == 0,), daemon=True) for i in range(3)]
+        # one client asks for whole answers, two stream (TTFT at the first generated token: samples on both sides)
+        threads = [threading.Thread(target=traffic.run, args=(i < 2,), daemon=True) for i in range(3)]
         for thread in threads:
             thread.start()
         traffic.wait_for_only(MODEL)
