@@ -103,6 +103,21 @@ def _kind(path: str) -> str:
     return "other"
 
 
+def json_body_model(raw: bytes) -> tuple[dict[str, Any], str]:
+    """A JSON request body and its ``model``; a ``ValueError`` says what is wrong (the picker and the
+    router answer it in their own formats)."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise ValueError("request body must be a JSON object")  # noqa: TRY004 (one error type for the callers)
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise ValueError("'model' is required and must be a non-empty string")
+    return body, model
+
+
 def parse_body(request: InferenceRequest, raw: bytes) -> None:
     """Fill ``request`` from the JSON body; raise :class:`BadRequest` for what cannot be routed.
 
@@ -110,14 +125,9 @@ def parse_body(request: InferenceRequest, raw: bytes) -> None:
     is passed on to the server, which answers 404.
     """
     try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"request body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise BadRequest("request body must be a JSON object")
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise BadRequest("'model' is required and must be a non-empty string")
+        body, model = json_body_model(raw)
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
     request.requested_model = model
     rewrite = request.headers.get(MODEL_REWRITE)
     if rewrite:

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
-import orjson
 from google.protobuf.message import DecodeError
 
 from inferplane.gateway.pools import GRPC_SERVICE_PREFIX
+from inferplane.picker.request import json_body_model
 
 OPENAI, OIP, GRPC = "openai", "oip", "grpc"
 
@@ -74,15 +74,9 @@ def models_path_id(path: str) -> str | None:
 def json_model(raw: bytes) -> str:
     """The ``model`` of a JSON request body; a 400 :class:`RouteError` when there is none."""
     try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise bad_request(f"request body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise bad_request("request body must be a JSON object")
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise bad_request("'model' is required and must be a non-empty string")
-    return model
+        return json_body_model(raw)[1]
+    except ValueError as exc:
+        raise bad_request(str(exc)) from None
 
 
 def _model_messages() -> dict[str, tuple[Any, str]]:
