@@ -8,9 +8,11 @@ probe of the pool's capacity straight at the replicas.
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import random
 import time
 from collections.abc import Mapping
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import httpx
@@ -45,24 +47,35 @@ class Outcome:
     ended_at: float = 0.0
 
 
+#: Seconds at the start of a load phase left out of served rates: the first requests are still running,
+#: so nothing completes yet (with ~3 s per request, a 40 s window would read ~8 % low). Steady state only.
+WARMUP_S = 8.0
+
+
+def served_rate(ended_at: list[float], seconds: float, warmup: float = WARMUP_S) -> float:
+    """Requests/s that completed inside ``(warmup, seconds]`` of a load phase (its steady state)."""
+    return sum(1 for t in ended_at if warmup < t <= seconds) / (seconds - warmup)
+
+
 async def pool_capacity(urls: list[str], model: str, seconds: float, concurrency: int) -> float:
     """Requests/s the replicas complete with ``concurrency`` closed-loop clients each, sent straight
-    to them (no gateway admission in the way): every batch slot busy and a queue always waiting."""
-    done = 0
-    stop = time.monotonic() + seconds
+    to them (no gateway admission in the way): every batch slot busy and a queue always waiting.
+    Counted in the steady state (:func:`served_rate`), like the served rates it is compared with."""
+    ended_at: list[float] = []
     limits = httpx.Limits(max_connections=concurrency * len(urls))
     async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+        start = time.monotonic()
+        stop = start + seconds
+
         async def loop(k: int, url: str) -> None:
-            nonlocal done
             i = 0
             while time.monotonic() < stop:
                 r = await client.post(f"{url}/v1/chat/completions", json=chat_body(k * 100000 + i, model))
                 i += 1
                 if r.status_code == 200:
-                    done += 1
-        start = time.monotonic()
+                    ended_at.append(time.monotonic() - start)
         await asyncio.gather(*(loop(k, url) for url in urls for k in range(concurrency)))
-    return done / (time.monotonic() - start)
+    return served_rate(ended_at, seconds)
 
 
 async def _one(client: httpx.AsyncClient, url: str, body: dict, headers: Mapping[str, str], origin: float) -> Outcome:
@@ -99,6 +112,19 @@ async def open_loop(base_url: str, model: str, rate: float, seconds: float, head
             i += 1
             await asyncio.sleep(rng.expovariate(rate))
         return list(await asyncio.gather(*tasks))
+
+
+def _open_loop_process(*args: object) -> list[Outcome]:
+    return asyncio.run(open_loop(*args))  # type: ignore[arg-type]
+
+
+async def open_loop_apart(base_url: str, model: str, rate: float, seconds: float, headers: Mapping[str, str],
+                          seed: int = 1, first_id: int = 0, timeout_s: float = 300.0) -> list[Outcome]:
+    """:func:`open_loop` in a process of its own, as separate clients are: a flow's TTFT is then not
+    measured through an event loop that also parses every other flow's streamed tokens."""
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return await asyncio.get_running_loop().run_in_executor(
+            pool, _open_loop_process, base_url, model, rate, seconds, dict(headers), seed, first_id, timeout_s)
 
 
 def ttfts(outcomes: list[Outcome]) -> list[float]:

@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "tests" / "jobs"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from loadgen import MAX_TOKENS, chat_body, open_loop, percentile, pool_capacity, ttfts
+from loadgen import MAX_TOKENS, chat_body, open_loop_apart, percentile, pool_capacity, ttfts
 from platform_runner import start_platform
 
 from inferplane.jobs.config import DispatchConfig
@@ -148,14 +148,14 @@ async def main_async(args: argparse.Namespace, tmp: Path, platform) -> dict:
     probe: dict = {}
     for round_ in range(args.rounds):
         # fresh prompt ids on each side (no prefix-cache hits from the other side or the batch), same lengths
-        alone += ttfts(await open_loop(base, model, rate, args.phase_s, CRITICAL, seed=round_,
+        alone += ttfts(await open_loop_apart(base, model, rate, args.phase_s, CRITICAL, seed=round_,
                                        first_id=10_000_000 + 2_000_000 * round_))
         probe = {}
         batch_task = asyncio.create_task(run_batch(tmp, gateway, model, args.batch, args.concurrency,
                                                    stop_after_s=args.phase_s + 4, probe=probe, **window))
         await asyncio.sleep(2)
         c0, t0 = probe["worker"].results_recorded, time.monotonic()
-        mixed += ttfts(await open_loop(base, model, rate, args.phase_s, CRITICAL, seed=round_,
+        mixed += ttfts(await open_loop_apart(base, model, rate, args.phase_s, CRITICAL, seed=round_,
                                        first_id=11_000_000 + 2_000_000 * round_))
         c1, t1 = probe["worker"].results_recorded, time.monotonic()
         await batch_task
@@ -202,7 +202,7 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=5000)
     parser.add_argument("--async-messages", type=int, default=5000)
     parser.add_argument("--phase-s", type=float, default=30)
-    parser.add_argument("--rounds", type=int, default=2, help="alternating critical-alone / critical+batch rounds")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating critical-alone / critical+batch rounds")
     parser.add_argument("--replicas", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--max-num-seqs", type=int, default=8)

@@ -15,9 +15,10 @@ critical=10, standard=0, sheddable=-1, and the objectives' priorities handed to 
      req/s per tenant vs its weighted share (50 %)
   6. canary: 10,000 tiny requests for `app`, which the picker rewrites 90/10 to the base model and a
      LoRA adapter of it → the share the adapter answered (from each response's `model`)
-Every phase uses open-loop Poisson arrivals of streaming requests; TTFT is to the first generated text.
-Served rates count the requests completed inside the arrival window (queued work drained after it is
-left out); the closed-loop capacity of (1) is an estimate, so shares are of what the pool served.
+Every phase uses open-loop Poisson arrivals of streaming requests, each flow from a client process of its
+own; TTFT is to the first generated text. Served rates, the capacity of (1) included, count the requests
+completed in the steady state of the window (after a warm-up of loadgen.WARMUP_S, before the end of the
+arrivals: queued work drained after it is left out); saturation shares are of what the pool served.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from loadgen import MAX_TOKENS, open_loop, percentile, pool_capacity, summary, ttfts
+from loadgen import MAX_TOKENS, WARMUP_S, open_loop_apart, percentile, pool_capacity, served_rate, summary, ttfts
 from platform_runner import Platform, start_platform
 
 OBJECTIVE = "x-llm-d-inference-objective"
@@ -52,9 +53,10 @@ def change(after: float, before: float) -> float:
 
 
 def window_rps(outcomes: list, seconds: float) -> float:
-    """Requests/s completed (200) inside the arrival window: what the pool served while all flows offered load
-    (requests drained from the queues after it do not count)."""
-    return sum(1 for o in outcomes if o.status == 200 and o.ended_at <= seconds) / seconds
+    """Requests/s completed (200) in the steady state of the arrival window: what the pool served while all
+    flows offered load (the warm-up, before the first requests can finish, and requests drained from the queues
+    after the window do not count)."""
+    return served_rate([o.ended_at for o in outcomes if o.status == 200], seconds)
 
 
 async def phases(args: argparse.Namespace, platform: Platform) -> dict:
@@ -78,10 +80,10 @@ async def phases(args: argparse.Namespace, platform: Platform) -> dict:
     shed: list = []
     shed_window = critical_window = 0.0
     for r in range(args.rounds):
-        alone += await open_loop(base, model, rate, seconds, critical, seed=1 + r, first_id=6_000_000 + 10_000 * r)
+        alone += await open_loop_apart(base, model, rate, seconds, critical, seed=1 + r, first_id=6_000_000 + 10_000 * r)
         round_mixed, round_shed = await asyncio.gather(
-            open_loop(base, model, rate, seconds, critical, seed=1 + r, first_id=7_000_000 + 10_000 * r),
-            open_loop(base, model, 3 * (cap - rate), seconds, {OBJECTIVE: "sheddable"}, seed=20 + r,
+            open_loop_apart(base, model, rate, seconds, critical, seed=1 + r, first_id=7_000_000 + 10_000 * r),
+            open_loop_apart(base, model, 3 * (cap - rate), seconds, {OBJECTIVE: "sheddable"}, seed=20 + r,
                       first_id=1_000_000 + 100_000 * r),
         )
         mixed += round_mixed
@@ -110,10 +112,10 @@ async def phases(args: argparse.Namespace, platform: Platform) -> dict:
     # -- tenants in one band --------------------------------------------------------------------
     light, heavy = {OBJECTIVE: "standard", TENANT: "light"}, {OBJECTIVE: "standard", TENANT: "heavy"}
     light_rate = 0.1 * cap
-    light_alone = await open_loop(base, model, light_rate, seconds, light, seed=3, first_id=2_000_000)
+    light_alone = await open_loop_apart(base, model, light_rate, seconds, light, seed=3, first_id=2_000_000)
     light_mixed, heavy_mixed = await asyncio.gather(
-        open_loop(base, model, light_rate, seconds, light, seed=3, first_id=8_000_000),
-        open_loop(base, model, 10 * light_rate, seconds, heavy, seed=4, first_id=3_000_000),
+        open_loop_apart(base, model, light_rate, seconds, light, seed=3, first_id=8_000_000),
+        open_loop_apart(base, model, 10 * light_rate, seconds, heavy, seed=4, first_id=3_000_000),
     )
     res["tenants"] = {
         "light_rate_rps": round(light_rate, 3),
@@ -125,8 +127,8 @@ async def phases(args: argparse.Namespace, platform: Platform) -> dict:
     }
 
     light_sat, heavy_sat = await asyncio.gather(
-        open_loop(base, model, 0.6 * cap, seconds, light, seed=5, first_id=4_000_000),
-        open_loop(base, model, 6.0 * cap, seconds, heavy, seed=6, first_id=5_000_000),
+        open_loop_apart(base, model, 0.6 * cap, seconds, light, seed=5, first_id=4_000_000),
+        open_loop_apart(base, model, 6.0 * cap, seconds, heavy, seed=6, first_id=5_000_000),
     )
     light_window, heavy_window = window_rps(light_sat, seconds), window_rps(heavy_sat, seconds)
     res["saturation"] = {
@@ -205,7 +207,7 @@ def markdown(res: dict, command: str) -> str:
         f"| critical + sheddable @3x spare TTFT p50 / p90 / p99 | {p['critical_with_sheddable']['ttft_p50_s']} / "
         f"{p['critical_with_sheddable']['ttft_p90_s']} / {p['critical_with_sheddable']['ttft_p99_s']} s "
         f"(p90 {p['critical_ttft_p90_change']:+.0%}, p99 {p['critical_ttft_p99_change']:+.0%}) | p99 ≤ +10 % |",
-        f"| sheddable served in the window | {p['sheddable_window_rps']} req/s = {p['sheddable_share_of_spare']} of "
+        f"| sheddable served in the window (steady state: after {WARMUP_S:g} s) | {p['sheddable_window_rps']} req/s = {p['sheddable_share_of_spare']} of "
         f"spare ({p['spare_rps']} req/s) | ≥ 0.90 |",
         f"| sheddable outcomes | {_outcomes(p['sheddable'])}; unanswered {p['sheddable_unanswered']}, "
         f"errors without reason {p['sheddable_errors_without_reason']} | none hangs |",
@@ -236,7 +238,7 @@ def main() -> int:
                         help="simulated time per modelled second (>1: slower replicas, less CPU noise)")
     parser.add_argument("--ttl", type=float, default=30.0, help="flow-control queue TTL (s)")
     parser.add_argument("--canary-requests", type=int, default=10_000)
-    parser.add_argument("--rounds", type=int, default=2, help="alternating critical-alone / critical+sheddable rounds")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating critical-alone / critical+sheddable rounds")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "flowcontrol"))
     args = parser.parse_args()
     server = {"engine": "sim", "max_num_seqs": args.max_num_seqs, "max_num_batched_tokens": 512,
@@ -257,7 +259,7 @@ def main() -> int:
     finally:
         platform.stop()
         shutil.rmtree(tmp, ignore_errors=True)
-    res["config"] = {"replicas": args.replicas, "phase_s": args.phase_s, "rounds": args.rounds, "max_tokens": MAX_TOKENS,
+    res["config"] = {"warmup_s": WARMUP_S, "replicas": args.replicas, "phase_s": args.phase_s, "rounds": args.rounds, "max_tokens": MAX_TOKENS,
                      "max_num_seqs": args.max_num_seqs, "time_scale": args.time_scale, "ttl": args.ttl,
                      "server": server, "picker": picker}
     command = "python bench/flowcontrol/run.py " + " ".join(sys.argv[1:])

@@ -102,3 +102,10 @@ def test_cli_bad_config_raises_config_error(tmp_path: Path) -> None:
     args = parser.parse_args(["picker", "--endpoint", "bad"])
     with pytest.raises(ConfigError, match="endpoints.0"):
         args.func(args)
+
+
+def test_engine_priority_adds_the_rank_aware_in_flight_scorer_unless_a_profile_is_set() -> None:
+    scorers = [(s.type, s.weight) for s in PickerConfig(engine_priority=True).profile.scorers]
+    assert scorers == [(s.type, s.weight) for s in PickerConfig().profile.scorers] + [("in-flight-scorer", 1.0)]
+    own = PickerConfig(engine_priority=True, profile={"scorers": [{"type": "queue-scorer", "weight": 1}]})
+    assert [s.type for s in own.profile.scorers] == ["queue-scorer"]

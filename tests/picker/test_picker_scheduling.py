@@ -109,6 +109,38 @@ def test_in_flight_scorer_prefers_fewer_requests_in_flight() -> None:
     assert InFlightScorer().score(ctx(), eps) == [0.0, 1.0, 0.5, 0.0]  # tolerance 4 below the minimum
 
 
+def test_in_flight_scorer_counts_only_competing_ranks_for_a_ranked_request() -> None:
+    """Ranked dispatch: a replica full of lower-ranked filler work is as free for an urgent request
+    as an idle one; the urgent requests already there are what it waits behind."""
+    filler_only, one_urgent = endpoint(1), endpoint(2)
+    for _ in range(8):
+        filler_only.request_routed(rank=-1)
+    for rank in (-1, -1, 21):
+        one_urgent.request_routed(rank=rank)
+    urgent, filler = ctx(), ctx()
+    urgent.request.engine_rank, filler.request.engine_rank = 21, -1
+    assert InFlightScorer().score(urgent, [filler_only, one_urgent]) == [1.0, 0.75]
+    assert InFlightScorer().score(filler, [filler_only, one_urgent]) == [0.0, 1.0]  # 8 vs 3 in its way
+    assert InFlightScorer().score(ctx(), [filler_only, one_urgent]) == [0.0, 1.0]  # no rank: every request counts
+
+
+def test_queue_and_kv_scorers_leave_out_lower_ranked_work_for_a_ranked_request() -> None:
+    """Filler work queued and cached at a priority-scheduling replica is preempted for an urgent request:
+    for it, that replica is as good as an idle one, and one with urgent work waiting is worse."""
+    filler_full, urgent_waiting = endpoint(1, waiting=5, kv=0.4), endpoint(2, waiting=1, kv=0.4)
+    for _ in range(13):
+        filler_full.request_routed(rank=-1)
+    for rank in (-1,) * 6 + (21,) * 3:
+        urgent_waiting.request_routed(rank=rank)
+    urgent = ctx()
+    urgent.request.engine_rank = 21
+    assert QueueScorer().score(ctx(), [filler_full, urgent_waiting]) == [0.0, 1.0]
+    assert QueueScorer().score(urgent, [filler_full, urgent_waiting]) == [1.0, 1.0]  # 5 - 13 and 1 - 6: none ahead
+    urgent_waiting.metrics.waiting = 8  # 6 filler + 2 urgent waiting
+    assert QueueScorer().score(urgent, [filler_full, urgent_waiting]) == [1.0, 0.0]
+    assert KVCacheUtilizationScorer().score(urgent, [filler_full, urgent_waiting]) == pytest.approx([1.0, 1 - 0.4 * 3 / 9])
+
+
 def test_in_flight_tolerance_grows_with_load() -> None:
     eps = [endpoint(1, in_flight=100), endpoint(2, in_flight=110), endpoint(3, in_flight=130)]
     # mean 113.3 -> tolerance 56.7: 10 extra in flight is a small difference at this load

@@ -229,3 +229,20 @@ def test_greedy_requests_with_the_same_prompt_generate_the_same_text() -> None:
         drain(scheduler)
         outputs.append(request.output_token_ids)
     assert outputs[0] == outputs[1]
+
+
+def test_reported_waiting_counts_only_what_the_last_step_left_waiting() -> None:
+    # vLLM's engine core takes requests in between steps and records num_requests_waiting after a
+    # step: a request that arrives during a step is not reported as waiting, one that did not fit is.
+    scheduler = make_scheduler(max_num_seqs=2)
+    add(scheduler, "a", 4)
+    add(scheduler, "b", 4)
+    plan = scheduler.schedule()
+    add(scheduler, "c", 4)  # arrives while the step runs
+    assert scheduler.num_waiting == 1
+    assert scheduler.num_waiting_reported == 0
+    scheduler.update(plan)
+    step(scheduler)  # no free slot: c stays waiting
+    assert scheduler.num_waiting_reported == 1
+    scheduler.abort("c")
+    assert scheduler.num_waiting_reported == 0

@@ -91,6 +91,18 @@ def cpu_engine_scorers() -> list[ScorerSpec]:
     return [*default_scorers(), ScorerSpec(type="in-flight-scorer", weight=3)]
 
 
+def ranked_scorers() -> list[ScorerSpec]:
+    """The default scorers plus the picker's in-flight count ×1, for servers scheduling by priority.
+
+    With ``engine_priority`` a replica's scraped queue and KV use mostly show lower-ranked work the
+    server preempts for a more urgent request, so they no longer tell where that request will wait.
+    The in-flight scorer then counts only the requests of its rank and above, which spreads urgent
+    traffic over the replicas by its own load (bench/results/flowcontrol.md). At ×1 it decides
+    between endpoints the other scorers find alike and does not outvote prefix affinity.
+    """
+    return [*default_scorers(), ScorerSpec(type="in-flight-scorer", weight=1)]
+
+
 def default_filters() -> list[FilterSpec]:
     """The hot-spot filter: no endpoint holds more than 1.5x the mean of the requests in flight (+4)."""
     return [FilterSpec(type="hot-spot-filter")]
@@ -189,7 +201,8 @@ class PickerConfig(BaseModel):
     #: priority``: there a critical request overtakes queued filler work and a running filler request
     #: is preempted first. With flow control on, saturation is then judged per rank: the load of lower
     #: ranks does not hold a request back (the server preempts it). Requests that set ``priority``
-    #: themselves keep theirs. Off by default: a FCFS vLLM rejects a non-zero priority.
+    #: themselves keep theirs. Off by default: a FCFS vLLM rejects a non-zero priority. Unless ``profile``
+    #: is set, it also adds the in-flight scorer ×1 to the default scorers, counting per rank.
     engine_priority: bool = False
     #: Queue requests while the pool is saturated (priority bands, tenant fairness, TTL); see flow_control.
     flow_control: FlowControlConfig = Field(default_factory=FlowControlConfig)
@@ -215,6 +228,13 @@ class PickerConfig(BaseModel):
                 f"default_objective {self.default_objective!r} is not one of the objectives "
                 f"({', '.join(sorted(self.objectives)) or 'none configured'})"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _ranked_default_profile(self) -> PickerConfig:
+        # engine_priority without a profile of its own: the default scorers plus the rank-aware in-flight count
+        if self.engine_priority and "profile" not in self.model_fields_set:
+            self.profile = ProfileConfig(scorers=ranked_scorers())
         return self
 
     @model_validator(mode="after")

@@ -79,6 +79,20 @@ class Endpoint:
         """Requests in flight here that a priority-scheduling server puts after one of ``rank``."""
         return sum(count for other, count in self.ranks.items() if other < rank) if self.ranks else 0
 
+    def load_at(self, metrics: EndpointMetrics, rank: int, pending: bool = True) -> tuple[float, float]:
+        """``(waiting, kv_cache_usage)`` as a request of engine ``rank`` meets them here: the requests of
+        lower ranks this picker has in flight are taken out of the waiting count (at most all of it) and
+        their share of the KV use, since a priority-scheduling server runs the request before them and
+        preempts them for it. ``pending`` adds the requests the scrape does not show yet."""
+        waiting = metrics.waiting + self.pending if pending else metrics.waiting
+        kv_usage = metrics.kv_cache_usage
+        below = self.load_below(rank)
+        if below:
+            waiting -= below
+            if self.in_flight > 0:
+                kv_usage *= max(0.0, 1.0 - below / self.in_flight)
+        return max(0.0, waiting), kv_usage
+
     def is_stale(self, now: float, staleness: float) -> bool:
         """Metrics older than ``staleness`` seconds (or none at all): treat the endpoint as saturated."""
         return now - self.updated_at > staleness

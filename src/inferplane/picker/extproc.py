@@ -287,7 +287,7 @@ class RequestStream:
         if service.rewrites and not request.body_changed:  # the rewrite header, when sent, wins
             service.rewrites.apply(request)
         if service.engine_priority and service.flow is None:  # with flow control: on dispatch, at its rank
-            self.engine_rank = engine_rank(request.priority, True)
+            self.engine_rank = request.engine_rank = engine_rank(request.priority, True)
             set_engine_priority(request, self.engine_rank)
         if request.body_changed:
             raw = body_bytes(request)
@@ -340,7 +340,7 @@ class RequestStream:
         """Ranked dispatch: the body carries the engine rank flow control chose for it."""
         request = self.request
         assert request is not None
-        self.engine_rank = rank
+        self.engine_rank = request.engine_rank = rank
         if self.service.engine_priority:
             changed = request.body_changed
             request.body_changed = False

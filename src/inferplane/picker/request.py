@@ -47,6 +47,9 @@ class InferenceRequest:
     fairness_id: str = ""
     slo_ttft_ms: float | None = None
     slo_tpot_ms: float | None = None
+    #: The engine rank it is sent at when the model servers schedule by priority (``picker.engine_priority``):
+    #: load scorers then count only the requests it competes with (see ``Endpoint.load_at``).
+    engine_rank: int | None = None
     body: dict[str, Any] | None = field(default=None, repr=False)
     #: The parsed body was changed (model rewrite): it must be serialised again before sending on.
     body_changed: bool = False

@@ -211,7 +211,7 @@ class SimEngine(Engine):
             extra["lora_loads"] = float(replica.adapters.num_loads)
         return EngineStats(
             num_requests_running=replica.scheduler.num_running,
-            num_requests_waiting=replica.scheduler.num_waiting,
+            num_requests_waiting=replica.scheduler.num_waiting_reported,
             kv_cache_usage=kv_cache.usage,
             block_size=kv_cache.block_size,
             num_gpu_blocks=kv_cache.num_blocks,

@@ -124,6 +124,8 @@ class Scheduler:
         self.running: list[SimRequest] = []
         self.requests: dict[str, SimRequest] = {}
         self.num_preemptions = 0
+        #: Requests left waiting by the last :meth:`schedule` (see :attr:`num_waiting_reported`).
+        self._waiting_after_schedule = 0
 
     # -- requests ---------------------------------------------------------------------------------
 
@@ -158,6 +160,14 @@ class Scheduler:
     @property
     def num_waiting(self) -> int:
         return len(self.waiting)
+
+    @property
+    def num_waiting_reported(self) -> int:
+        """The waiting count vLLM's ``num_requests_waiting`` gauge shows: the requests the last step could
+        not schedule. vLLM's engine core takes new requests in between steps and records its stats after
+        each one, so a request that arrives during a step is not counted as waiting: the next step runs it.
+        """
+        return min(self._waiting_after_schedule, len(self.waiting))
 
     # -- one step ---------------------------------------------------------------------------------
 
@@ -264,6 +274,7 @@ class Scheduler:
         plan.prefill_tokens = prefill_tokens
         plan.num_decodes = num_decodes
         plan.context_tokens = context_tokens
+        self._waiting_after_schedule = len(self.waiting)
         return plan
 
     def _preempt_for_waiting(self, plan: StepPlan) -> None:

@@ -61,12 +61,8 @@ def _saturation(endpoint: Endpoint, m: EndpointMetrics, queue: float, kv: float,
                 rank: int | None) -> float:
     """``max(waiting / queue, kv / kv)`` of one endpoint; with ``rank``, the requests of lower engine
     ranks this picker sent there are left out (the server runs the rank first, preempting them)."""
-    waiting = m.waiting + endpoint.pending if pending else m.waiting
-    kv_usage = m.kv_cache_usage
     if rank is not None:
-        below = endpoint.load_below(rank)
-        if below:
-            waiting -= below
-            if endpoint.in_flight > 0:
-                kv_usage *= max(0.0, 1.0 - below / endpoint.in_flight)
+        waiting, kv_usage = endpoint.load_at(m, rank, pending)
+    else:
+        waiting, kv_usage = m.waiting + endpoint.pending if pending else m.waiting, m.kv_cache_usage
     return max(max(0.0, waiting) / queue, kv_usage / kv)

@@ -41,11 +41,18 @@ class QueueScorer(Scorer):
     endpoint since that scrape, which it cannot show yet, less those it still shows that have
     finished since (a request the scrape caught queued must not keep the endpoint looking busy
     after it is done).
+
+    A request with an engine rank counts only the queue it would wait in: the lower-ranked requests
+    in flight are taken out (:meth:`Endpoint.load_at`).
     """
 
     type_name = "queue-scorer"
 
     def score(self, ctx: CycleContext, endpoints: Sequence[Endpoint]) -> list[float]:
+        rank = ctx.request.engine_rank
+        if rank is not None:
+            return min_max_scores([None if m is None else ep.load_at(m, rank)[0]
+                                   for ep, m in zip(endpoints, usable_metrics(ctx, endpoints))])
         # one comprehension, max(q, 0.0) spelled out: this runs for every endpoint of every request
         queues: list[float | None] = [
             None if m is None else (0.0 if 0.0 > (q := m.waiting + ep.pending) else q)
@@ -56,11 +63,16 @@ class QueueScorer(Scorer):
 
 @register()
 class KVCacheUtilizationScorer(Scorer):
-    """More free KV cache is better: ``1 − kv_cache_usage``."""
+    """More free KV cache is better: ``1 − kv_cache_usage``; for a request with an engine rank, without
+    the share of the lower-ranked requests in flight (:meth:`Endpoint.load_at`)."""
 
     type_name = "kv-cache-utilization-scorer"
 
     def score(self, ctx: CycleContext, endpoints: Sequence[Endpoint]) -> list[float]:
+        rank = ctx.request.engine_rank
+        if rank is not None:
+            return [0.0 if m is None else min(1.0, max(0.0, 1.0 - ep.load_at(m, rank)[1]))
+                    for ep, m in zip(endpoints, usable_metrics(ctx, endpoints))]
         # 1 − usage clamped to [0, 1] (min(free, 1.0) spelled out), in one comprehension
         return [
             0.0 if m is None else (0.0 if (free := 1.0 - m.kv_cache_usage) < 0.0 else (1.0 if 1.0 < free else free))  # noqa: FURB136
@@ -84,13 +96,21 @@ class InFlightScorer(Scorer):
     routed or finishes, so it sees bursts that land between two scrapes, when every scraped signal
     still looks the same. With the same weight as the prefix scorer, ``T`` reads as "how many extra
     requests in flight a full prefix-cache hit is worth".
+
+    A request with an engine rank (ranked dispatch to priority-scheduling servers) counts only the
+    requests of its rank and above: the server runs it before the others, preempting them, so a
+    replica full of filler work is as free for it as an idle one.
     """
 
     type_name = "in-flight-scorer"
     Parameters = InFlightParameters
 
     def score(self, ctx: CycleContext, endpoints: Sequence[Endpoint]) -> list[float]:
-        counts = [ep.in_flight for ep in endpoints]
+        rank = ctx.request.engine_rank
+        if rank is None:
+            counts = [ep.in_flight for ep in endpoints]
+        else:
+            counts = [ep.in_flight - ep.load_below(rank) for ep in endpoints]
         if not counts:
             return []
         low = min(counts)

@@ -154,7 +154,7 @@ class PickerRouter:
             scheduler = replica.scheduler
             kv = replica.kv_cache
             metrics = EndpointMetrics(
-                waiting=float(len(scheduler.waiting)),
+                waiting=float(scheduler.num_waiting_reported),
                 running=float(len(scheduler.running)),
                 kv_cache_usage=kv.usage,
                 block_size=kv.block_size,
