@@ -57,10 +57,11 @@ def served_rate(ended_at: list[float], seconds: float, warmup: float = WARMUP_S)
     return sum(1 for t in ended_at if warmup < t <= seconds) / (seconds - warmup)
 
 
-async def pool_capacity(urls: list[str], model: str, seconds: float, concurrency: int) -> float:
+async def pool_capacity(urls: list[str], model: str, seconds: float, concurrency: int, stream: bool = False) -> float:
     """Requests/s the replicas complete with ``concurrency`` closed-loop clients each, sent straight
     to them (no gateway admission in the way): every batch slot busy and a queue always waiting.
-    Counted in the steady state (:func:`served_rate`), like the served rates it is compared with."""
+    ``stream`` as the requests it is compared with (the replicas then do the same work per token);
+    counted in the steady state (:func:`served_rate`), like the served rates it is compared with."""
     ended_at: list[float] = []
     limits = httpx.Limits(max_connections=concurrency * len(urls))
     async with httpx.AsyncClient(timeout=120, limits=limits) as client:
@@ -70,10 +71,11 @@ async def pool_capacity(urls: list[str], model: str, seconds: float, concurrency
         async def loop(k: int, url: str) -> None:
             i = 0
             while time.monotonic() < stop:
-                r = await client.post(f"{url}/v1/chat/completions", json=chat_body(k * 100000 + i, model))
+                outcome = await _one(client, f"{url}/v1/chat/completions",
+                                     chat_body(k * 100000 + i, model, stream=stream), {}, start)
                 i += 1
-                if r.status_code == 200:
-                    ended_at.append(time.monotonic() - start)
+                if outcome.status == 200:
+                    ended_at.append(outcome.ended_at)
         await asyncio.gather(*(loop(k, url) for url in urls for k in range(concurrency)))
     return served_rate(ended_at, seconds)
 

@@ -4,7 +4,7 @@
 
 One `inferplane up` (sim replicas, vLLM priority scheduling; picker flow control with objectives
 critical=10, standard=0, sheddable=-1, and the objectives' priorities handed to the replicas), then:
-  1. pool capacity: closed-loop clients straight at the replicas → req/s
+  1. pool capacity: closed-loop clients of streaming requests straight at the replicas → req/s
   2. critical alone at ~60 % of capacity → TTFT p99
   3. the same critical traffic plus sheddable traffic offered at 3x the remaining capacity →
      critical TTFT p99 vs (2); sheddable served req/s vs the spare capacity; how every sheddable
@@ -66,7 +66,7 @@ async def phases(args: argparse.Namespace, platform: Platform) -> dict:
     seconds = args.phase_s
     res: dict = {"model": model}
 
-    cap = await pool_capacity(urls, model, seconds, 2 * args.max_num_seqs)
+    cap = await pool_capacity(urls, model, seconds, 2 * args.max_num_seqs, stream=True)
     res["capacity_rps"] = round(cap, 3)
 
     # -- priorities: critical at 60 %, sheddable offered at 3x what is left -------------------
@@ -199,7 +199,8 @@ def markdown(res: dict, command: str) -> str:
     lines = [
         "# Flow-control benchmark (priorities and tenants on simulated replicas)", "",
         f"Config: `{json.dumps(res['config'])}`", "",
-        f"Pool capacity (closed loop straight at the replicas): **{res['capacity_rps']} req/s**.", "",
+        "Pool capacity (closed loop of streaming requests straight at the replicas, steady state): "
+        f"**{res['capacity_rps']} req/s**.", "",
         "| measurement | value | target |", "|---|---|---|",
         f"| critical alone @60 % TTFT p50 / p90 / p99 ({p['rounds']} rounds, {p['critical_alone']['sent']} requests) | "
         f"{p['critical_alone']['ttft_p50_s']} / {p['critical_alone']['ttft_p90_s']} / "
