@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -24,12 +25,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+#: Where :func:`free_port_range` looks: below Linux's ephemeral range (32768-60999), so an outgoing
+#: connection made between the check and the servers' start cannot take one of the ports.
+_RANGE_PORTS = (15000, 28000)
+
+
 def free_port_range(count: int) -> int:
     """The first of ``count`` consecutive free ports."""
     for _ in range(200):
-        base = free_port()
-        if base + count >= 65535:
-            continue
+        base = random.randrange(_RANGE_PORTS[0], _RANGE_PORTS[1] - count)
         try:
             sockets = []
             for port in range(base, base + count):
