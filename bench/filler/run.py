@@ -149,14 +149,14 @@ async def main_async(args: argparse.Namespace, tmp: Path, platform) -> dict:
     for round_ in range(args.rounds):
         # fresh prompt ids on each side (no prefix-cache hits from the other side or the batch), same lengths
         alone += ttfts(await open_loop_apart(base, model, rate, args.phase_s, CRITICAL, seed=round_,
-                                       first_id=10_000_000 + 2_000_000 * round_))
+                                             first_id=10_000_000 + 2_000_000 * round_))
         probe = {}
         batch_task = asyncio.create_task(run_batch(tmp, gateway, model, args.batch, args.concurrency,
                                                    stop_after_s=args.phase_s + 4, probe=probe, **window))
         await asyncio.sleep(2)
         c0, t0 = probe["worker"].results_recorded, time.monotonic()
         mixed += ttfts(await open_loop_apart(base, model, rate, args.phase_s, CRITICAL, seed=round_,
-                                       first_id=11_000_000 + 2_000_000 * round_))
+                                             first_id=11_000_000 + 2_000_000 * round_))
         c1, t1 = probe["worker"].results_recorded, time.monotonic()
         await batch_task
         batch_done += c1 - c0
