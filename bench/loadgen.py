@@ -61,22 +61,30 @@ async def pool_capacity(urls: list[str], model: str, seconds: float, concurrency
     """Requests/s the replicas complete with ``concurrency`` closed-loop clients each, sent straight
     to them (no gateway admission in the way): every batch slot busy and a queue always waiting.
     ``stream`` as the requests it is compared with (the replicas then do the same work per token);
-    counted in the steady state (:func:`served_rate`), like the served rates it is compared with."""
+    counted in the steady state (:func:`served_rate`), like the served rates it is compared with.
+
+    The clients start one by one over the first half of the warm-up. Started together, requests of one
+    fixed output length are batched together, finish in the same step and are replaced together: the
+    replicas then complete requests in bursts (all 16 of two replicas every ~3 s here), and a window
+    counts a whole number of bursts, ±1 burst (±9 % of a 32 s window). Staggered, completions are spread
+    out as they are under the open-loop arrivals the capacity is compared with."""
     ended_at: list[float] = []
     limits = httpx.Limits(max_connections=concurrency * len(urls))
+    clients = concurrency * len(urls)
     async with httpx.AsyncClient(timeout=120, limits=limits) as client:
         start = time.monotonic()
         stop = start + seconds
 
         async def loop(k: int, url: str) -> None:
             i = 0
+            await asyncio.sleep(k * WARMUP_S / 2 / clients)
             while time.monotonic() < stop:
                 outcome = await _one(client, f"{url}/v1/chat/completions",
                                      chat_body(k * 100000 + i, model, stream=stream), {}, start)
                 i += 1
                 if outcome.status == 200:
                     ended_at.append(outcome.ended_at)
-        await asyncio.gather(*(loop(k, url) for url in urls for k in range(concurrency)))
+        await asyncio.gather(*(loop(j * len(urls) + n, url) for j in range(concurrency) for n, url in enumerate(urls)))
     return served_rate(ended_at, seconds)
 
 

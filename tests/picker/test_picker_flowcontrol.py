@@ -8,13 +8,13 @@ from collections import Counter
 import pytest
 from picker_support import wait_until
 
-from inferplane.picker.endpoints import Endpoint, EndpointMetrics
+from inferplane.picker.endpoints import Datastore, Endpoint, EndpointMetrics
 from inferplane.picker.errors import QueueFull, QueueTimeout, RequestRejected, Saturated
 from inferplane.picker.flowcontrol.config import FlowControlConfig
 from inferplane.picker.flowcontrol.controller import FlowController
 from inferplane.picker.metrics import PickerMetrics
 from inferplane.picker.request import InferenceRequest
-from inferplane.picker.scheduling.saturation import UtilizationDetector
+from inferplane.picker.scheduling.saturation import UtilizationDetector, UtilizationParameters
 
 
 class Pool:
@@ -239,6 +239,27 @@ def test_pending_requests_count_towards_saturation_only_when_asked() -> None:
     # ... and one routed before the scrape frees load the scrape still shows
     ep.request_finished(ep.scrape_generation - 1)
     assert ep.pending == 1 and ep.in_flight == 1
+
+
+def test_requests_a_scrape_does_not_show_yet_still_count_towards_saturation() -> None:
+    """A routed request spends a while on its way and in the server's API process before it joins the
+    queue the server reports; a scrape in that time resets ``pending`` but must not make it vanish."""
+    detector = UtilizationDetector(parameters=UtilizationParameters(queue_threshold=4))
+    datastore = Datastore()
+    ep = Endpoint("10.0.0.1:8000", EndpointMetrics(running=8), updated_at=100.0)
+    ep.in_flight = 8  # the batch the scrape shows
+    for _ in range(4):
+        ep.request_routed()
+        ep.routed_since_scrape += 1
+    assert detector.pool_saturation([ep], 100.0, 0.2, pending=True) == pytest.approx(1.0)
+    datastore.record_scrape(ep, EndpointMetrics(running=8), now=100.05)  # the four are not in its queue yet
+    assert ep.pending == 0
+    assert ep.queued(ep.metrics) == 4
+    assert detector.pool_saturation([ep], 100.05, 0.2, pending=True) == pytest.approx(1.0)
+    assert detector.endpoint_saturation(ep, 100.05, 0.2, pending=True) == pytest.approx(1.0)
+    # once the server shows them, they count once, not twice
+    datastore.record_scrape(ep, EndpointMetrics(running=8, waiting=4), now=100.1)
+    assert ep.queued(ep.metrics) == 4
 
 
 def test_config_errors_name_the_policy() -> None:

@@ -128,6 +128,7 @@ def test_queue_and_kv_scorers_leave_out_lower_ranked_work_for_a_ranked_request()
     """Filler work queued and cached at a priority-scheduling replica is preempted for an urgent request:
     for it, that replica is as good as an idle one, and one with urgent work waiting is worse."""
     filler_full, urgent_waiting = endpoint(1, waiting=5, kv=0.4), endpoint(2, waiting=1, kv=0.4)
+    filler_full.metrics.running = urgent_waiting.metrics.running = 8  # every request routed there is in sight
     for _ in range(13):
         filler_full.request_routed(rank=-1)
     for rank in (-1,) * 6 + (21,) * 3:
@@ -137,6 +138,7 @@ def test_queue_and_kv_scorers_leave_out_lower_ranked_work_for_a_ranked_request()
     assert QueueScorer().score(ctx(), [filler_full, urgent_waiting]) == [0.0, 1.0]
     assert QueueScorer().score(urgent, [filler_full, urgent_waiting]) == [1.0, 1.0]  # 5 - 13 and 1 - 6: none ahead
     urgent_waiting.metrics.waiting = 8  # 6 filler + 2 urgent waiting
+    urgent_waiting.metrics.running = 1
     assert QueueScorer().score(urgent, [filler_full, urgent_waiting]) == [1.0, 0.0]
     assert KVCacheUtilizationScorer().score(urgent, [filler_full, urgent_waiting]) == pytest.approx([1.0, 1 - 0.4 * 3 / 9])
 

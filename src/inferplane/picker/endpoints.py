@@ -54,6 +54,20 @@ class Endpoint:
         """Requests the scraped metrics do not show yet, net of finished ones the scrape still shows."""
         return self.routed_since_scrape - self.finished_since_scrape
 
+    def queued(self, metrics: EndpointMetrics) -> float:
+        """Requests waiting for a batch slot here, as well as this picker can tell (may be negative:
+        finished requests the scrape still shows free slots for the queue).
+
+        The scraped queue plus :attr:`pending`, and at least this picker's own requests in flight
+        beyond the scraped batch. A routed request stays out of the server's queue while it is on its
+        way and in the API server (vLLM tokenizes and processes input outside the engine core; tens of
+        milliseconds, more than a scrape interval under load). A scrape in that time resets
+        :attr:`pending` without showing the request, and a picker that forgot it would over-fill one
+        replica while another runs dry.
+        """
+        return max(metrics.waiting + self.routed_since_scrape - self.finished_since_scrape,
+                   self.in_flight - metrics.running)
+
     def request_routed(self, rank: int | None = None) -> None:
         """This picker sent a request here (at an engine rank, when the server schedules by priority)."""
         self.in_flight += 1
@@ -83,8 +97,8 @@ class Endpoint:
         """``(waiting, kv_cache_usage)`` as a request of engine ``rank`` meets them here: the requests of
         lower ranks this picker has in flight are taken out of the waiting count (at most all of it) and
         their share of the KV use, since a priority-scheduling server runs the request before them and
-        preempts them for it. ``pending`` adds the requests the scrape does not show yet."""
-        waiting = metrics.waiting + self.pending if pending else metrics.waiting
+        preempts them for it. ``pending`` adds the requests the scrape does not show yet (:meth:`queued`)."""
+        waiting = self.queued(metrics) if pending else metrics.waiting
         kv_usage = metrics.kv_cache_usage
         below = self.load_below(rank)
         if below:

@@ -50,7 +50,7 @@ class UtilizationDetector(SaturationDetector):
             if m is None or now - ep.updated_at > staleness:
                 total += 1.0
             elif rank is None:
-                waiting = m.waiting + ep.routed_since_scrape - ep.finished_since_scrape if pending else m.waiting
+                waiting = ep.queued(m) if pending else m.waiting
                 total += max(max(0.0, waiting) / queue, m.kv_cache_usage / kv)
             else:
                 total += _saturation(ep, m, queue, kv, pending, rank)
@@ -64,5 +64,5 @@ def _saturation(endpoint: Endpoint, m: EndpointMetrics, queue: float, kv: float,
     if rank is not None:
         waiting, kv_usage = endpoint.load_at(m, rank, pending)
     else:
-        waiting, kv_usage = m.waiting + endpoint.pending if pending else m.waiting, m.kv_cache_usage
+        waiting, kv_usage = endpoint.queued(m) if pending else m.waiting, m.kv_cache_usage
     return max(max(0.0, waiting) / queue, kv_usage / kv)

@@ -37,10 +37,10 @@ def min_max_scores(values: Sequence[float | None]) -> list[float]:
 class QueueScorer(Scorer):
     """Fewer waiting requests is better: ``(maxQ − q)/(maxQ − minQ)`` over the candidates.
 
-    ``q`` is the scraped waiting queue plus :attr:`Endpoint.pending`: the requests routed to the
+    ``q`` is :meth:`Endpoint.queued`: the scraped waiting queue plus the requests routed to the
     endpoint since that scrape, which it cannot show yet, less those it still shows that have
     finished since (a request the scrape caught queued must not keep the endpoint looking busy
-    after it is done).
+    after it is done); and at least this picker's requests there beyond the scraped batch.
 
     A request with an engine rank counts only the queue it would wait in: the lower-ranked requests
     in flight are taken out (:meth:`Endpoint.load_at`).
@@ -55,7 +55,7 @@ class QueueScorer(Scorer):
                                    for ep, m in zip(endpoints, usable_metrics(ctx, endpoints))])
         # one comprehension, max(q, 0.0) spelled out: this runs for every endpoint of every request
         queues: list[float | None] = [
-            None if m is None else (0.0 if 0.0 > (q := m.waiting + ep.pending) else q)
+            None if m is None else (0.0 if 0.0 > (q := ep.queued(m)) else q)
             for ep, m in zip(endpoints, usable_metrics(ctx, endpoints))
         ]
         return min_max_scores(queues)
