@@ -91,6 +91,16 @@ def test_queue_scorer_counts_requests_routed_since_the_scrape() -> None:
     assert eps[0].routed_since_scrape == 0
 
 
+def test_queue_scorer_keeps_requests_a_scrape_missed_on_their_way() -> None:
+    """A scrape taken while three routed requests were still in the server's API process shows
+    none of them; the endpoint still has them ahead of the next request."""
+    eps = [endpoint(1, waiting=0), endpoint(2, waiting=2)]
+    eps[0].metrics.running = eps[1].metrics.running = 8
+    eps[0].in_flight, eps[1].in_flight = 11, 10  # 8 running + 3 on their way; 8 running + 2 waiting
+    Datastore().record_scrape(eps[0], EndpointMetrics(waiting=0, running=8), now=NOW)
+    assert QueueScorer().score(ctx(), eps) == [0.0, 1.0]
+
+
 def test_queue_scorer_forgets_a_scraped_request_that_has_finished() -> None:
     """The scrape caught a request queued; it finished since: the endpoint is idle again."""
     eps = [endpoint(1, waiting=1), endpoint(2, waiting=0)]

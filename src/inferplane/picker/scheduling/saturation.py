@@ -50,7 +50,12 @@ class UtilizationDetector(SaturationDetector):
             if m is None or now - ep.updated_at > staleness:
                 total += 1.0
             elif rank is None:
-                waiting = ep.queued(m) if pending else m.waiting
+                waiting = m.waiting
+                if pending:  # Endpoint.queued(m), inline
+                    waiting += ep.routed_since_scrape - ep.finished_since_scrape
+                    floor = ep.in_flight - m.running
+                    if floor > waiting:
+                        waiting = floor
                 total += max(max(0.0, waiting) / queue, m.kv_cache_usage / kv)
             else:
                 total += _saturation(ep, m, queue, kv, pending, rank)

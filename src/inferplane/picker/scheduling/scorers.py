@@ -53,11 +53,17 @@ class QueueScorer(Scorer):
         if rank is not None:
             return min_max_scores([None if m is None else ep.load_at(m, rank)[0]
                                    for ep, m in zip(endpoints, usable_metrics(ctx, endpoints))])
-        # one comprehension, max(q, 0.0) spelled out: this runs for every endpoint of every request
-        queues: list[float | None] = [
-            None if m is None else (0.0 if 0.0 > (q := ep.queued(m)) else q)
-            for ep, m in zip(endpoints, usable_metrics(ctx, endpoints))
-        ]
+        # Endpoint.queued(m) and max(q, 0.0) spelled out: this runs for every endpoint of every request
+        queues: list[float | None] = []
+        for ep, m in zip(endpoints, usable_metrics(ctx, endpoints)):
+            if m is None:
+                queues.append(None)
+                continue
+            q = m.waiting + ep.routed_since_scrape - ep.finished_since_scrape
+            floor = ep.in_flight - m.running
+            if floor > q:
+                q = floor
+            queues.append(q if q > 0.0 else 0.0)
         return min_max_scores(queues)
 
 
