@@ -8,12 +8,14 @@ probe of the pool's capacity straight at the replicas.
 from __future__ import annotations
 
 import asyncio
+import json
 import multiprocessing
 import random
 import time
 from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import orjson
@@ -69,9 +71,8 @@ async def pool_capacity(urls: list[str], model: str, seconds: float, concurrency
     counts a whole number of bursts, ±1 burst (±9 % of a 32 s window). Staggered, completions are spread
     out as they are under the open-loop arrivals the capacity is compared with."""
     ended_at: list[float] = []
-    limits = httpx.Limits(max_connections=concurrency * len(urls))
     clients = concurrency * len(urls)
-    async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+    async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=clients)) as client:
         start = time.monotonic()
         stop = start + seconds
 
@@ -157,3 +158,10 @@ def summary(outcomes: list[Outcome], seconds: float) -> dict:
             "span_s": round(span, 1),
             "ttft_p50_s": round(percentile(served, 50), 4), "ttft_p90_s": round(percentile(served, 90), 4),
             "ttft_p99_s": round(percentile(served, 99), 4)}
+
+
+def write_results(out: str, res: dict, markdown: str) -> None:
+    """A benchmark's results: ``OUT.json`` (raw) and ``OUT.md`` (the table), which is also printed."""
+    Path(out + ".json").write_text(json.dumps(res, indent=2))
+    Path(out + ".md").write_text(markdown)
+    print(markdown)

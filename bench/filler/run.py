@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "tests" / "jobs"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from loadgen import MAX_TOKENS, chat_body, open_loop_apart, percentile, pool_capacity, ttfts
+from loadgen import MAX_TOKENS, chat_body, open_loop_apart, percentile, pool_capacity, ttfts, write_results
 from platform_runner import start_platform
 
 from inferplane.jobs.config import DispatchConfig
@@ -243,9 +243,7 @@ def main() -> int:
     finally:
         platform.stop()
         shutil.rmtree(tmp, ignore_errors=True)
-    Path(args.out + ".json").write_text(json.dumps(res, indent=2))
-    Path(args.out + ".md").write_text(markdown(res))
-    print(markdown(res))
+    write_results(args.out, res, markdown(res))
     return 0
 
 

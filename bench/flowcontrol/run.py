@@ -38,7 +38,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from loadgen import MAX_TOKENS, WARMUP_S, open_loop_apart, percentile, pool_capacity, served_rate, summary, ttfts
+from loadgen import (MAX_TOKENS, WARMUP_S, open_loop_apart, percentile, pool_capacity, served_rate, summary, ttfts,
+                     write_results)
 from platform_runner import Platform, start_platform
 
 OBJECTIVE = "x-llm-d-inference-objective"
@@ -264,9 +265,7 @@ def main() -> int:
                      "max_num_seqs": args.max_num_seqs, "time_scale": args.time_scale, "ttl": args.ttl,
                      "server": server, "picker": picker}
     command = "python bench/flowcontrol/run.py " + " ".join(sys.argv[1:])
-    Path(args.out + ".json").write_text(json.dumps(res, indent=2))
-    Path(args.out + ".md").write_text(markdown(res, command.strip()))
-    print(markdown(res, command.strip()))
+    write_results(args.out, res, markdown(res, command.strip()))
     return 0
 
 

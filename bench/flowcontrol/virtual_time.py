@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import heapq
-import json
 import random
 import sys
 from dataclasses import replace
@@ -27,6 +26,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from loadgen import write_results
 
 from inferplane.sim.config import OutputLengthConfig
 from inferplane.sim.cost_model import get_preset
@@ -168,9 +170,7 @@ def main() -> int:
     res = {"seconds": args.seconds,
            "routing": {name: scenario(key, args.seconds)
                        for name, key in (("at random", "random"), ("rank-aware in-flight", "ranked"))}}
-    Path(args.out + ".json").write_text(json.dumps(res, indent=2))
-    Path(args.out + ".md").write_text(markdown(res))
-    print(markdown(res))
+    write_results(args.out, res, markdown(res))
     return 0
 
 

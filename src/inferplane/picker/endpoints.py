@@ -65,8 +65,7 @@ class Endpoint:
         :attr:`pending` without showing the request, and a picker that forgot it would over-fill one
         replica while another runs dry.
         """
-        return max(metrics.waiting + self.routed_since_scrape - self.finished_since_scrape,
-                   self.in_flight - metrics.running)
+        return max(metrics.waiting + self.pending, self.in_flight - metrics.running)
 
     def request_routed(self, rank: int | None = None) -> None:
         """This picker sent a request here (at an engine rank, when the server schedules by priority)."""
