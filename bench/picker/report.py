@@ -154,8 +154,11 @@ def write_markdown(results: dict, path: Path) -> None:
     for label, run in others:
         d = run["direct"]
         mode = "" if run.get("response_processing", True) else ", `response_processing: false`"
-        lines.append(f"- {label} (commit {run['commit']}, {run['endpoints']} endpoints{mode}): the picker alone carried {d['rps']} req/s on "
-                     f"{d['picker_cores']} of a core ({d['picker_cpu_ms_per_req']} ms CPU/request, scraping included).")
+        lines.append(f"- {label} (commit {run['commit']}, {run['endpoints']} endpoints{mode}, load average "
+                     f"{run['load_before'][0]} before): the picker alone carried {d['rps']} req/s on "
+                     f"{d['picker_cores']} of a core ({d['picker_cpu_ms_per_req']} ms CPU/request, scraping included; "
+                     f"{d['picker_cpu_ms_per_req_net']} net of scraping; the driver {d.get('driver_cpu_ms_per_req', '?')} ms, "
+                     f"machine {d['machine_busy_pct']} % busy).")
     lines += ["", ("Per-request CPU rises on a busy machine (both cores were ~100 % busy with other work during most "
                    "runs: see the load averages); the before/after pairs ran minutes apart in one session."), "",
               "## Before / after", ""]

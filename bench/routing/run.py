@@ -539,6 +539,26 @@ def check_targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def rate_ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per shared-prefix rate: inferplane's output tok/s over round-robin's and its TTFT p90 over the better
+    Rust router's (None where a router did not run that rate)."""
+    def row(router: str, rate: float) -> dict[str, Any] | None:
+        return next((r for r in rows if r["router"] == router and r["workload"] == "shared-prefix"
+                     and r["rate"] == rate and r.get("report")), None)
+
+    out = []
+    for rate in sorted({r["rate"] for r in rows if r["router"] == "inferplane" and r["workload"] == "shared-prefix"}):
+        ip, rr = row("inferplane", rate), row("round-robin", rate)
+        if ip is None:
+            continue
+        rust = [r["ttft_p90_s"] for r in (row("vllm-router", rate), row("sglang-router", rate))
+                if r and r.get("ttft_p90_s") is not None]
+        tok = ip.get("output_tok_s") / rr["output_tok_s"] if rr and rr.get("output_tok_s") and ip.get("output_tok_s") else None
+        ttft = ip["ttft_p90_s"] / min(rust) if rust and ip.get("ttft_p90_s") is not None and min(rust) else None
+        out.append({"rate": rate, "tok_s_vs_round_robin": tok, "ttft_p90_vs_rust": ttft})
+    return out
+
+
 def markdown(results: dict[str, Any]) -> str:
     lines = ["# Routing benchmark: same 8 simulated replicas, one router at a time", "",
              (f"Run {results['meta']['started']} – {results['meta']['finished']} ({results['meta']['mode']} mode), "
@@ -568,6 +588,12 @@ def markdown(results: dict[str, Any]) -> str:
     if results.get("targets"):
         lines += ["## Targets (issue 3)", "", "| target | value | met |", "|---|---:|---|"]
         lines += [f"| {t['target']} | {fmt(t['value'])} | {'yes' if t['met'] else 'no'} |" for t in results["targets"]]
+        lines.append("")
+    ratios = rate_ratios(results["rows"])
+    if ratios:
+        lines += ["Shared prefix, inferplane against the others at every rate (the targets above are checked at the top rate):",
+                  "", "| rate (QPS) | output tok/s ÷ round-robin's | TTFT p90 ÷ the better Rust router's |", "|---:|---:|---:|"]
+        lines += [f"| {r['rate']:g} | {fmt(r['tok_s_vs_round_robin'])} | {fmt(r['ttft_p90_vs_rust'])} |" for r in ratios]
         lines.append("")
     errors = [i for i in results["routers"] if i.get("error")]
     if errors:
@@ -682,6 +708,7 @@ def main(argv: list[str] | None = None) -> int:
         log("interrupted: writing what was measured")
     meta["finished"] = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
     results["targets"] = check_targets(rows)
+    results["rate_ratios"] = rate_ratios(rows)
     json_path.write_text(json.dumps(results, indent=1))
     md_path.write_text(markdown(results))
     plot = subprocess.run([str(PERF_VENV / "bin" / "python"), str(HERE / "plot.py"), str(json_path), str(png_path)],

@@ -7,7 +7,8 @@
 The benchmark setting is read from the files run.py uses, nothing is restated here: the replicas
 of replica.yaml (qwen3-32b-tp2-h100 scaled 1/20, time_scale 20), the shared-prefix and random
 workloads of workloads/*.yaml and the full rate ladder of workloads/ladder.yaml (stages drained
-one after the other, `interval` s apart, the client giving up `teardown_grace` s after a stage).
+one after the other, `interval` s apart; like inference-perf without a stage timeout, the client never
+gives up on a request).
 Since the simulated replicas are the real-process benchmark's replicas with time_scale kept, rates
 and latencies compare directly with bench/results/routing.md.
 
@@ -86,34 +87,47 @@ PROFILES: dict[str, str | PickerConfig] = {
 NOTES = """\
 ## What moved the numbers
 
-- **The in-flight scorer ×3 (the previous default) cost affinity under load**: at the benchmark's
-  scale its 20 QPS TTFT p90 is well above `gie`'s, and at full size it loses prefix affinity from
-  40 QPS on (TTFT p90 ~55 s where `gie` stays at ~0.2 s). Its tolerance, half the mean in-flight
-  count, lets a busy prefix holder lose to a less busy endpoint that then misses the prefix, which
-  evicts other prefixes there: the KV caches thrash.
-- **`gie` alone herds at low load**: a request is invisible to the scraped queue and KV signals
-  until the replica's API server has queued it (35 ms, x20 here) and the next scrape has run, so
-  bursts land on the same least-loaded endpoint. It shows at 6 QPS on both workloads (TTFT p90
-  nearly twice round-robin's) and in the random control at 10 QPS.
-- **The prefill-backlog scorer** (uncached prompt tokens routed to an endpoint whose first token has
-  not come back, plus the request's own uncached tokens there) moves on every pick and every first
-  token, so it stops the herding. As a ratio `(min + 64) / (cost + 64)` at ×1 it only decides among
-  endpoints otherwise alike. Stronger it does as well at the benchmark's scale but collapses at full
-  size: ×3 with queue ×1 and in-flight ×1 (the last row) from 57 QPS; in exploration runs not
-  tabled here, ×3 with GIE's weights from 40 QPS, ×2 with them (and the filter) from 43 QPS, and a difference `1 - (cost - min) / 2048` instead
-  of the ratio from 20 QPS. Predicted TTFT alone does not see that a miss also evicts other groups'
-  prefixes, so it must not outvote the prefix scorer.
+- **Replaying inference-perf as it really runs (session 6).** The table against the real-process
+  benchmark showed two differences, both in how the simulator played the client, not the replicas:
+  - it cancelled requests 60 s after their stage (the ladder's `teardown_grace`), but inference-perf
+    0.7 waits for every request of a stage unless the stage has a `timeout`. Round-robin had lost a
+    third of its 20 QPS requests that way (216 tok/s against the real 316);
+  - inference-perf starts every stage from the first prompt of its shuffled list, so a stage resends
+    the previous stage's prompts, questions included. The simulator had carried on down the list.
+  With both fixed, round-robin agrees with the real run within -3 ... +8 % on output tok/s at every
+  rate, and `default` with inferplane within +-3 % below saturation. At 30 QPS the simulator is more
+  pessimistic than that run (779 against 895 tok/s, TTFT p90 6.6 against 2.6 s), and close to its
+  repeat (bench/results/routing-repeat.md: 818 tok/s, 6.7 s). At saturation the real TTFT p90 swings
+  2-4x from run to run for every router.
+- **The in-flight scorer x3 (the previous default) costs affinity under load.** At 30 QPS here it
+  gives 710 tok/s and TTFT p90 18.7 s, against `default`'s 779 tok/s and 6.6 s. Its tolerance, half
+  the mean in-flight count, lets a busy prefix holder lose to a less busy endpoint, which then misses
+  the prefix and evicts other prefixes: the KV caches thrash. With the prompt order fixed it no
+  longer collapses at full size (95.5 % prefix hits, TTFT p90 <= 0.51 s; session 4's runs had ~55 s
+  from 40 QPS), but it stays below `gie` there from 20 QPS.
+- **`default` against `gie`.** At the benchmark's scale `default` is ahead at 30 QPS (779 / 6.6 s
+  against 750 / 8.7 s). At full size they are within 3 % up to 30 QPS; from 40 QPS `gie` serves
+  7-13 % more (60 QPS: 11,548 against 10,526 tok/s) at the same TTFT p90 (~0.19 s) and the same
+  prefix-hit rate (97 %). Why the prefill-backlog scorer costs throughput there was not isolated.
+- **The prefill-backlog scorer** counts the uncached prompt tokens routed to an endpoint whose first
+  token has not come back, plus the request's own uncached tokens there. It moves on every pick and
+  every first token, so it stopped `gie`'s herding at low load. That herding happened before the
+  picker counted requests still in transit to a replica (session 5); in this rerun `gie`'s 6 QPS TTFT
+  p90 is level with `default`'s. As a ratio `(min + 64) / (cost + 64)` at x1 it only decides among
+  endpoints otherwise alike. Stronger weights collapsed at full size in session 4's exploration runs:
+  x3 with GIE's weights from 40 QPS, x2 from 43 QPS, and a difference `1 - (cost - min) / 2048`
+  instead of the ratio from 20 QPS. Predicted TTFT alone does not see that a miss also evicts other
+  groups' prefixes, so it must not outvote the prefix scorer.
 - **The hot-spot filter** (drop endpoints above 1.5x the mean in-flight count + 4) never triggers on
-  these workloads (identical numbers with and without it); it is there for a workload with one
-  dominant prefix, where prefix weights alone pile everything onto one replica (design.md §4).
-- **Sizing the prefix LRU from the server's cache** (`lru_capacity_from_server`) changes nothing
-  here: the simulated index never reaches its capacity on these workloads; it stays opt-in.
-- **The oracle bounds what routing can do**: with perfect affinity, 20 QPS gives TTFT p90 ~2.1 s,
-  because every request pays the API server's 0.7 s (35 ms x time_scale 20) plus at least one engine
-  step of ~0.45-0.55 s with the ~70 running sequences per replica this rate implies (step 15 ms +
-  0.08 ms per sequence, x20). Issue 3's TTFT target at the top rate (half the better Rust router's
-  2.20 s, i.e. 1.1 s) is below that floor for this replica configuration; the output tok/s target
-  (2x round-robin's 315) needs ~630, which the oracle (and `default`, within 1 %) reaches here.
+  these workloads; it is there for a workload with one dominant prefix, where prefix weights alone
+  pile everything onto one replica (design.md section 4).
+- **Sizing the prefix LRU from the server's cache** (`lru_capacity_from_server`) changed nothing in
+  session 4's runs: the simulated index never reaches its capacity on these workloads; it stays opt-in.
+- **The oracle bounds what routing can do.** With perfect affinity, 20 QPS gives TTFT p90 ~2.1 s.
+  Every request pays the API server's 0.7 s (35 ms x time_scale 20) plus at least one engine step of
+  ~0.45-0.55 s, with the ~70 running sequences per replica this rate implies (step 15 ms + 0.08 ms
+  per sequence, x20). 20 QPS is therefore not where a router can halve TTFT. At 30 QPS even the oracle
+  saturates (843 tok/s, TTFT p90 6.2 s).
 """
 DEFAULT_SET = "round-robin,oracle,previous-default,gie,default"
 
@@ -169,7 +183,8 @@ def bench_configs(seed: int) -> dict[str, ClusterConfig]:
             "stages": [{"rate": r, "duration": stages["duration"]} for r in stages["rates"]],
             "drain_between_stages": True,
             "stage_interval": stages.get("interval", 0),
-            "teardown_grace": stages.get("teardown_grace"),
+            # inference-perf 0.7 waits for every request of a stage (run.py sets no stage timeout), so
+            # the ladder's teardown_grace never cancels anything there: not modelled
         }
         configs[workload] = ClusterConfig.model_validate(
             {
@@ -286,13 +301,52 @@ def checks(bench: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
+#: Real-process router (bench/routing/run.py) and the simulated profile that stands for it.
+REAL_PAIRS = (("round-robin", "round-robin"), ("inferplane", "default"))
+
+
+def real_benchmark(directory: Path) -> dict[str, Any] | None:
+    """The stages of the real-process run (``routing.json`` of bench/routing/run.py), if there is one."""
+    path = directory / "routing.json"
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text())
+    keys = ("router", "workload", "rate", "output_tok_s", "ttft_p90_s", "successes", "failures")
+    return {"run": f"{data['meta']['started']} – {data['meta']['finished']}",
+            "rows": [{k: row.get(k) for k in keys} for row in data["rows"] if row.get("report")]}
+
+
+def agreement(bench: dict[str, Any], real: dict[str, Any]) -> list[str]:
+    """Simulated against real-process stages, router by router and rate by rate."""
+    def diff(sim: float, measured: float | None) -> str:
+        return f"{sim / measured - 1:+.0%}" if measured else "–"
+
+    lines = [
+        "| workload | rate (QPS) | real router / simulated profile | output tok/s real / sim (diff) | TTFT p90 s real / sim (diff) |",
+        "|---|---:|---|---|---|",
+    ]
+    for workload, results in bench.items():
+        for real_name, sim_name in REAL_PAIRS:
+            for stage in results.get(sim_name, {}).get("stages", []):
+                row = next((r for r in real["rows"] if r["router"] == real_name and r["workload"] == workload
+                            and r["rate"] == stage["rate"]), None)
+                if row is None or row["output_tok_s"] is None or row["ttft_p90_s"] is None:
+                    continue
+                tok, ttft = stage["output_tokens_per_s"], stage["ttft_p90_s"]
+                lines.append(
+                    f"| {workload} | {stage['rate']:g} | {real_name} / {sim_name} | {row['output_tok_s']:,.0f} / {tok:,.0f} "
+                    f"({diff(tok, row['output_tok_s'])}) | {row['ttft_p90_s']:.2f} / {ttft:.2f} ({diff(ttft, row['ttft_p90_s'])}) |"
+                )
+    return lines
+
+
 def profile_text(config: PickerConfig) -> str:
     """``hot-spot-filter; queue-scorer ×2, ...``: a profile in one line."""
     filters = "".join(f"{f.type}; " for f in config.profile.filters)
     return filters + ", ".join(f"{s.type} ×{s.weight:g}" for s in config.profile.scorers)
 
 
-def render(meta: dict[str, Any], bench: dict[str, Any], full: dict[str, Any] | None) -> str:
+def render(meta: dict[str, Any], bench: dict[str, Any], full: dict[str, Any] | None, real: dict[str, Any] | None) -> str:
     """The markdown report of one run (its JSON holds everything needed)."""
     md = [
         "# Routing profiles in the cluster simulator",
@@ -310,6 +364,17 @@ def render(meta: dict[str, Any], bench: dict[str, Any], full: dict[str, Any] | N
     for workload, results in bench.items():
         md += [f"## {workload}", "", *table(results), ""]
     md += ["## Checks", "", *checks(bench), ""]
+    if real:
+        md += [
+            "## Against the real-process benchmark",
+            "",
+            (f"The same stages measured with real processes by `bench/routing/run.py` (bench/results/routing.json, "
+             f"run {real['run']}; one run, inferplane = Envoy + picker with the default profile); diff = simulated "
+             "relative to real."),
+            "",
+            *agreement(bench, real),
+            "",
+        ]
     if full:
         md += [
             "## Full size (llm-d's ladder, design.md §6; seed 0; the first 15 QPS stage is the warm-up)",
@@ -331,7 +396,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.render:
         saved = json.loads((args.out / "routing-sim.json").read_text())
-        text = render(saved["meta"], saved["bench"], saved["full_size"])
+        text = render(saved["meta"], saved["bench"], saved["full_size"], real_benchmark(args.out))
         (args.out / "routing-sim.md").write_text(text)
         print(text)
         return 0
@@ -358,7 +423,7 @@ def main() -> int:
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "routing-sim.json").write_text(json.dumps({"meta": meta, "bench": bench, "full_size": full}, indent=1))
-    text = render(meta, bench, full)
+    text = render(meta, bench, full, real_benchmark(args.out))
     (args.out / "routing-sim.md").write_text(text)
     print(text)
     return 0

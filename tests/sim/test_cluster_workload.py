@@ -41,6 +41,19 @@ def test_shared_prefix_prompts_share_their_group_system_prompt() -> None:
     assert any(a[:100] == b[:100] for a, b in itertools.pairwise(texts))
 
 
+def test_every_stage_starts_again_from_the_first_prompt_as_inference_perf() -> None:
+    workload = SharedPrefixWorkload(
+        num_groups=20, prompts_per_group=5, system_prompt_len=20, question_len=5, output_len=3,
+        arrivals=Arrivals(stages=[{"rate": 10, "duration": 3}, {"rate": 20, "duration": 3}]),
+    )  # fmt: skip
+    arrivals = list(generate(workload, TOKENIZER))
+    first = [a.prompt.token_ids for a in arrivals if a.stage == 0]
+    second = [a.prompt.token_ids for a in arrivals if a.stage == 1]
+    assert 10 <= len(first) < len(second) <= 100  # fewer requests per stage than prompts: no wrap-around
+    assert second[: len(first)] == first  # the same prompts, questions included, in the same order
+    assert len({tuple(ids) for ids in second}) == len(second)
+
+
 def test_random_prompts_are_distinct_and_of_the_asked_length() -> None:
     workload = RandomWorkload(input_len=30, output_len=5, arrivals=Arrivals(rate=10, num_requests=5))
     prompts = [a.prompt for a in generate(workload, TOKENIZER)]

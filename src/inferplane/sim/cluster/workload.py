@@ -138,10 +138,15 @@ def shared_prefix(workload: SharedPrefixWorkload, tokenizer: Tokenizer) -> Itera
                     made.append(Prompt(" " + decode(tokenizer, question), [_SPACE_ID, *question], system_prompt))
         return made[question_index]
 
+    # Shuffled once, then cycled; every stage starts again from the first prompt, as inference-perf's
+    # shared-prefix generator does (a new data generator per stage over the same shuffled prompts), so a
+    # stage repeats prompts, questions included, that the previous stage sent.
     order = list(range(workload.num_groups * per_group))
-    random.Random(workload.seed).shuffle(order)  # shuffled once, then cycled (as inference-perf)
-    times = arrival_times(workload.arrivals, random.Random(workload.seed + 1))
-    for index, (time, stage) in enumerate(times):
+    random.Random(workload.seed).shuffle(order)
+    sent_in_stage: dict[int, int] = {}
+    for time, stage in arrival_times(workload.arrivals, random.Random(workload.seed + 1)):
+        index = sent_in_stage.get(stage, 0)
+        sent_in_stage[stage] = index + 1
         yield Arrival(time, prompt(order[index % len(order)]), workload.output_len, stage)
 
 
