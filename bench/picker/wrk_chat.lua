@@ -1,6 +1,8 @@
 -- wrk script for the picker benchmark: tiny non-streamed chat completions (max_tokens 1), each with
--- its own user text, optionally paced: each connection waits THINK_MS after an answer before its
--- next request. done() prints one JSON line the harness reads.
+-- its own user text, optionally paced: each connection waits on average THINK_MS after an answer
+-- before its next request. The wait is drawn from an exponential distribution: with a fixed wait, the
+-- connections, which wrk starts together, stay in step and send their requests in bursts of one per
+-- connection, and latency measures the burst's queue. done() prints one JSON line the harness reads.
 local think_ms = tonumber(os.getenv("THINK_MS") or "0")
 local counter = 0
 
@@ -15,8 +17,16 @@ function request()
 end
 
 if think_ms > 0 then
+  function setup(thread)
+    thread:set("seed", math.random(1, 2147483647))
+  end
+
+  function init(args)
+    math.randomseed(seed or os.time())
+  end
+
   function delay()
-    return think_ms
+    return -think_ms * math.log(1 - math.random())
   end
 end
 
