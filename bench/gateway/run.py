@@ -96,7 +96,10 @@ async def throughput(url: str, concurrency: int, requests: int, max_tokens: int)
             nonlocal total
             while queue:
                 queue.pop()
-                total += await stream_tokens(client, url, max_tokens)
+                # await first: `total += await ...` reads total before the await and so drops what the
+                # other workers added while this stream ran
+                tokens = await stream_tokens(client, url, max_tokens)
+                total += tokens
 
         started = time.monotonic()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
