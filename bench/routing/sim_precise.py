@@ -72,24 +72,28 @@ PROFILES: dict[str, str | PickerConfig] = {
 NOTES = """\
 ## What it shows
 
-- **Precise matches approximate here, it does not beat it.** In the simulator the approximate
-  scorer's view is nearly exact: every request goes through this one picker, it learns each routing
-  at once, no replica restarts (and at full size its 256-block cap stops it inside the shared
-  system prompt, so a group's holder scores 1). At the benchmark's scale precise is level or ahead
-  (20 QPS: `gie` 630 vs 588 output tok/s, `default` 631 vs 628; one seed). At full size `gie-precise` makes exactly the same decisions as `gie-approximate`
-  (identical numbers): with the prefix weight 3 against load weights 2 + 2, "the endpoint holding
-  the group" decides either way. llm-d's published gap (precise 8,730 vs approximate 6,944 output
-  tok/s, design.md §6) comes from a divergence this simulation does not model.
-- **Speculation matters.** Without it (`gie-precise-no-speculation`) a group's next requests miss
-  its holder until the holder's events arrive: at full size 3-8 % less throughput from 35 QPS on.
-  (Here the speculative TTL runs on the wall clock while the simulation runs in virtual time, so
-  entries end by confirmation, practically never by expiry.)
-- **With the prefill-backlog scorer** (`default-precise`) precise is within 2.5 % of approximate up
-  to 49 QPS and 6 % below it at 52-60 QPS (one seed). Likely cause: exact matches make a cached
-  request look cheaper to the backlog scorer than the approximate estimate does (its cap counts
-  only 4,096 of a 6,000-token shared prefix), which concentrates groups a little more. The backlog scorer now reads the exact prompt token count the precise scorer leaves
-  (before that, it compared exact matched tokens with a 4-characters-a-token estimate and lost 8-12 %
-  at 52-60 QPS).
+(Run of 25 November 2026, after the simulator replays inference-perf's stages as it runs them: no
+request cancelled, every stage starting again from the first prompt; see bench/results/routing-sim.md.)
+
+- **Precise matches approximate with GIE's weights, it does not beat it.** In the simulator the
+  approximate scorer's view is nearly exact: every request goes through this one picker, it learns
+  each routing at once, and no replica restarts (at full size its 256-block cap also stops it inside
+  the shared system prompt, so a group's holder scores 1). At the benchmark's scale `gie-precise`
+  makes the same decisions as `gie-approximate` (identical numbers at every rate). At full size it is
+  0-2.5 % behind up to 49 QPS and 2-4 % behind at 52-60 QPS. llm-d's published gap (precise 8,730 vs
+  approximate 6,944 output tok/s, design.md section 6) comes from a divergence this simulation does
+  not model.
+- **Speculation matters.** Without it (`gie-precise-no-speculation`), a group's next requests miss its
+  holder until the holder's events arrive: at full size 4-9 % less throughput from 40 QPS on. (Here
+  the speculative TTL runs on the wall clock while the simulation runs in virtual time, so entries end
+  by confirmation, practically never by expiry.)
+- **With the prefill-backlog scorer, precise is ahead.** At full size `default-precise` serves 1-5 %
+  more than `default-approximate` up to 35 QPS and 8-12 % more from 40 QPS (60 QPS: 11,595 against
+  10,526 tok/s). That is level with `gie` (within 1 % from 15 QPS on). So the default profile's full-size gap to
+  `gie` (routing-sim.md) comes from the approximate match, not from the backlog scorer alone. At the
+  benchmark's scale the two are within 1 % (30 QPS: 812 against 805). Why the approximate match costs
+  the backlog scorer throughput at full size was not isolated. The backlog scorer reads the exact
+  prompt token count the precise scorer leaves.
 - The random control is unchanged: no prefix, no score, load decides.
 """
 

@@ -108,7 +108,9 @@ NOTES = """\
 - **`default` against `gie`.** At the benchmark's scale `default` is ahead at 30 QPS (779 / 6.6 s
   against 750 / 8.7 s). At full size they are within 3 % up to 30 QPS; from 40 QPS `gie` serves
   7-13 % more (60 QPS: 11,548 against 10,526 tok/s) at the same TTFT p90 (~0.19 s) and the same
-  prefix-hit rate (97 %). Why the prefill-backlog scorer costs throughput there was not isolated.
+  prefix-hit rate (97 %). With the precise prefix scorer instead of the approximate one, `default`
+  serves as much as `gie` there (bench/results/routing-sim-precise.md), so the loss comes from the
+  backlog scorer working from the approximate match; how exactly was not isolated.
 - **The prefill-backlog scorer** counts the uncached prompt tokens routed to an endpoint whose first
   token has not come back, plus the request's own uncached tokens there. It moves on every pick and
   every first token, so it stopped `gie`'s herding at low load. That herding happened before the
