@@ -106,7 +106,7 @@ NOTES = """\
   longer collapses at full size (95.5 % prefix hits, TTFT p90 <= 0.51 s; session 4's runs had ~55 s
   from 40 QPS), but it stays below `gie` there from 20 QPS.
 - **`default` against `gie`.** At the benchmark's scale `default` is ahead at 30 QPS (779 / 6.6 s
-  against 750 / 8.7 s). At full size they are within 3 % up to 30 QPS; from 40 QPS `gie` serves
+  against 750 / 8.7 s). At full size they are within 4 % up to 35 QPS; from 40 QPS `gie` serves
   7-13 % more (60 QPS: 11,548 against 10,526 tok/s) at the same TTFT p90 (~0.19 s) and the same
   prefix-hit rate (97 %). With the precise prefix scorer instead of the approximate one, `default`
   serves as much as `gie` there (bench/results/routing-sim-precise.md), so the loss comes from the
