@@ -502,14 +502,16 @@ def fmt(value: Any, scale: float = 1.0, digits: int = 2) -> str:
     return f"{value * scale:.{digits}f}"
 
 
+def ratio(a: float | None, b: float | None) -> float | None:
+    """a / b, None when either is missing (or b is 0)."""
+    return a / b if a is not None and b else None
+
+
 def check_targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Issue 3's targets for inferplane, at the top rate of each ladder (None when not measured)."""
     def at(router: str, workload: str) -> dict[str, Any] | None:
         candidates = [r for r in rows if r["router"] == router and r["workload"] == workload and r.get("report")]
         return max(candidates, key=lambda r: r["rate"]) if candidates else None
-
-    def ratio(a: float | None, b: float | None) -> float | None:
-        return a / b if a is not None and b else None
 
     out = []
     ip, rr = at("inferplane", "shared-prefix"), at("round-robin", "shared-prefix")
@@ -553,9 +555,9 @@ def rate_ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             continue
         rust = [r["ttft_p90_s"] for r in (row("vllm-router", rate), row("sglang-router", rate))
                 if r and r.get("ttft_p90_s") is not None]
-        tok = ip.get("output_tok_s") / rr["output_tok_s"] if rr and rr.get("output_tok_s") and ip.get("output_tok_s") else None
-        ttft = ip["ttft_p90_s"] / min(rust) if rust and ip.get("ttft_p90_s") is not None and min(rust) else None
-        out.append({"rate": rate, "tok_s_vs_round_robin": tok, "ttft_p90_vs_rust": ttft})
+        out.append({"rate": rate,
+                    "tok_s_vs_round_robin": ratio(ip.get("output_tok_s"), rr.get("output_tok_s") if rr else None),
+                    "ttft_p90_vs_rust": ratio(ip.get("ttft_p90_s"), min(rust) if rust else None)})
     return out
 
 

@@ -313,7 +313,7 @@ def real_benchmark(directory: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     data = json.loads(path.read_text())
-    keys = ("router", "workload", "rate", "output_tok_s", "ttft_p90_s", "successes", "failures")
+    keys = ("router", "workload", "rate", "output_tok_s", "ttft_p90_s")
     return {"run": f"{data['meta']['started']} – {data['meta']['finished']}",
             "rows": [{k: row.get(k) for k in keys} for row in data["rows"] if row.get("report")]}
 
