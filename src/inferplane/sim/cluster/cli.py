@@ -109,8 +109,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     routing.add_argument(
         "--profile",
         default="default",
-        help="round-robin, random, default (the picker's), gie (queue 2, kv 2, prefix 3), load-only, "
-        "or a picker YAML file (default: default)",
+        help="round-robin, random, cache-aware (vllm-router's and sglang-router's policy), default (the picker's), "
+        "gie (queue 2, kv 2, prefix 3), load-only, or a picker YAML file (default: default)",
     )
     routing.add_argument("--compare-profiles", metavar="P1,P2,...", help="run each profile on the same workload")
     search = parser.add_argument_group("capacity search")

@@ -90,6 +90,94 @@ class RandomRouter(RoundRobinRouter):
         return self.rng.randrange(self.replicas)
 
 
+class CacheAwareRouter(RoundRobinRouter):
+    """vllm-router's and sglang-router's ``--policy cache_aware`` (HTTP workers), the peers of the
+    routing benchmark: prefix affinity on text, with load balancing only past a threshold.
+
+    Per worker, a record of the text routed there (their radix tree; here chained ``chunk``-character
+    blocks, so a match is exact to within one block). For each request:
+
+    - if the busiest worker has more than ``balance_abs_threshold`` requests in flight over the idlest
+      *and* more than ``balance_rel_threshold`` times as many, the idlest worker;
+    - else, if the longest match covers more than ``cache_threshold`` of the text, that worker;
+    - else, the worker with the smallest record (the most cache to spare).
+
+    The routed text is added to the chosen worker's record. Ties go to a seeded random choice. The
+    records are never trimmed (the peers' default ``max_tree_size`` is far above these workloads).
+    """
+
+    def __init__(
+        self,
+        replicas: int,
+        seed: int = 0,
+        cache_threshold: float = 0.3,
+        balance_abs_threshold: int = 64,
+        balance_rel_threshold: float = 1.5,
+        chunk: int = 16,
+        name: str = "cache-aware",
+    ) -> None:
+        super().__init__(replicas, name)
+        self.cache_threshold = cache_threshold
+        self.balance_abs_threshold = balance_abs_threshold
+        self.balance_rel_threshold = balance_rel_threshold
+        self.chunk = chunk
+        self.rng = random.Random(seed)
+        self.in_flight = [0] * replicas
+        self.record_chars = [0] * replicas
+        #: chained block hash -> bit mask of the workers whose record holds it
+        self.holders: dict[int, int] = {}
+        self.blocks: dict[str, list[int]] = {}
+        self.routed: dict[int, int] = {}
+
+    def _blocks(self, text: str) -> list[int]:
+        blocks = self.blocks.get(text)
+        if blocks is None:
+            h, blocks = 0, []
+            for start in range(0, len(text), self.chunk):
+                h = hash((h, text[start:start + self.chunk]))
+                blocks.append(h)
+            self.blocks[text] = blocks
+        return blocks
+
+    def _least(self, values: Sequence[int]) -> int:
+        low = min(values)
+        return self.rng.choice([i for i, v in enumerate(values) if v == low])
+
+    def route(self, index: int, arrival: Arrival, model: str) -> int:
+        text = arrival.prompt.text
+        blocks = self._blocks(text)
+        loads = self.in_flight
+        busiest, idlest = max(loads), min(loads)
+        if busiest - idlest > self.balance_abs_threshold and busiest > self.balance_rel_threshold * idlest:
+            picked = self._least(loads)
+        else:
+            # walk the chain: a worker's match ends at the first block its record lacks
+            everyone = (1 << self.replicas) - 1
+            alive, matched = everyone, 0
+            for h in blocks:
+                still = alive & self.holders.get(h, 0)
+                if not still:
+                    break
+                alive, matched = still, matched + 1
+            best = [i for i in range(self.replicas) if alive >> i & 1] if matched else []
+            if best and min(matched * self.chunk, len(text)) / max(len(text), 1) > self.cache_threshold:
+                picked = self.rng.choice(best)
+            else:
+                picked = self._least(self.record_chars)
+        bit = 1 << picked
+        for start, h in enumerate(blocks):
+            mask = self.holders.get(h, 0)
+            if not mask & bit:
+                self.holders[h] = mask | bit
+                self.record_chars[picked] += min(self.chunk, len(text) - start * self.chunk)
+        loads[picked] += 1
+        self.routed[index] = picked
+        return picked
+
+    def finished(self, index: int) -> None:
+        self.in_flight[self.routed.pop(index)] -= 1
+
+
 class PickerRouter:
     """The endpoint picker's scheduling profile, fed scraped (50 ms old at most) metrics."""
 
@@ -165,7 +253,7 @@ class PickerRouter:
 
 
 #: Profiles known by name (``--profile NAME``); anything else is a YAML file.
-BASELINES = ("round-robin", "random")
+BASELINES = ("round-robin", "random", "cache-aware")
 
 
 def named_profiles() -> dict[str, PickerConfig]:
@@ -207,11 +295,13 @@ def load_picker_config(path: str | Path) -> PickerConfig:
 
 
 def make_router(profile: str, replicas: int, seed: int = 0) -> Router:
-    """``round-robin``, ``random``, a named picker profile, or a picker YAML file."""
+    """``round-robin``, ``random``, ``cache-aware`` (the peers' policy), a named picker profile, or a picker YAML file."""
     if profile == "round-robin":
         return RoundRobinRouter(replicas)
     if profile == "random":
         return RandomRouter(replicas, seed)
+    if profile == "cache-aware":
+        return CacheAwareRouter(replicas, seed)
     named = named_profiles()
     if profile in named:
         return PickerRouter(named[profile], replicas, name=profile)
