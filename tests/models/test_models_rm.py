@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -67,3 +68,23 @@ def test_load_model_holds_a_renewed_lease(store: Store, store_dir: Path, tmp_pat
         remove_version(store, "org/m", "v2", force=False)
     loaded.release()
     assert live_leases(store, "org/m", "v2") == []
+
+
+def test_a_lease_being_renewed_never_reads_as_expired(store: Store) -> None:
+    # Renewal rewrites the lease file; a reader at that moment (``models rm``) must still see it live.
+    lease = acquire_lease(store, "org/m", "v1", holder="pod-a")
+    stop = threading.Event()
+
+    def renew_again_and_again() -> None:
+        while not stop.is_set():
+            lease.renew()
+
+    renewer = threading.Thread(target=renew_again_and_again)
+    renewer.start()
+    try:
+        seen = [len(live_leases(store, "org/m", "v1")) for _ in range(300)]
+    finally:
+        stop.set()
+        renewer.join()
+    assert set(seen) == {1}
+    lease.release()

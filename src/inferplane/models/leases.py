@@ -88,13 +88,12 @@ class Lease:
         return f"{_lease_dir(self.store, self.name, self.version)}/{self.holder}.json"
 
     def renew(self) -> None:
-        """Write (or rewrite) the lease with a fresh expiry."""
+        """Write (or rewrite) the lease with a fresh expiry, atomically: a reader never sees a partial
+        file, which would count as expired."""
         expires = datetime.now(timezone.utc) + timedelta(seconds=self.ttl_s)
         body = {"holder": self.holder, "host": socket.gethostname(), "pid": os.getpid(),
                 "expires": expires.isoformat()}
-        if self.store.is_local:
-            os.makedirs(_lease_dir(self.store, self.name, self.version), exist_ok=True)
-        self.store.fs.pipe_file(self.path, json.dumps(body).encode())
+        self.store.write_atomic(self.path, json.dumps(body).encode())
 
     def start(self) -> "Lease":
         """Renew every ``ttl_s / 3`` seconds until ``release()``."""

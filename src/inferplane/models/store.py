@@ -131,15 +131,12 @@ class Store:
         return handle
 
     # -- writing -------------------------------------------------------------------------------
-    def set_latest(self, name: str, version: str) -> None:
-        """Point ``latest`` at ``version`` atomically: readers see the old or the new id, never a mix.
+    def write_atomic(self, target: str, data: bytes) -> None:
+        """Write ``data`` to ``target`` (a store path) so that readers see the old or the new content, never a mix.
 
-        Local stores write a temporary file and rename it over the pointer; object stores replace
-        the pointer object with a single PUT, which S3 and GCS apply atomically.
+        Local stores write a temporary file beside it (``<target>.tmp-<id>``) and rename it over the
+        target; object stores replace the object with a single PUT, which S3 and GCS apply atomically.
         """
-        validate_name(name)
-        data = f"{validate_version(version)}\n".encode()
-        target = self.path(name, LATEST)
         if self.is_local:
             tmp = f"{target}.tmp-{uuid.uuid4().hex}"
             Path(tmp).parent.mkdir(parents=True, exist_ok=True)
@@ -150,6 +147,11 @@ class Store:
             os.replace(tmp, target)
         else:
             self.fs.pipe_file(target, data)
+
+    def set_latest(self, name: str, version: str) -> None:
+        """Point ``latest`` at ``version`` atomically (:meth:`write_atomic`)."""
+        validate_name(name)
+        self.write_atomic(self.path(name, LATEST), f"{validate_version(version)}\n".encode())
 
     def put_version(self, staged: Path, manifest: Manifest, progress: Progress | None = None) -> bool:
         """Publish a staged version (``staged/files/...``); False if that version already existed.

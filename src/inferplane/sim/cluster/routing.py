@@ -22,7 +22,7 @@ from inferplane.picker.config import PickerConfig, ProfileConfig, ScorerSpec
 from inferplane.picker.endpoints import Datastore, Endpoint, EndpointMetrics
 from inferplane.picker.request import InferenceRequest
 from inferplane.picker.scheduling.profile import build_scheduler
-from inferplane.sim.cluster.workload import Arrival
+from inferplane.sim.cluster.workload import Arrival, Prompt
 from inferplane.sim.replica import Replica
 
 #: Keys of ``InferenceRequest.state`` that plugins derive from the prompt text alone (the prefix
@@ -126,26 +126,27 @@ class CacheAwareRouter(RoundRobinRouter):
         self.record_chars = [0] * replicas
         #: chained block hash -> bit mask of the workers whose record holds it
         self.holders: dict[int, int] = {}
-        self.blocks: dict[str, list[int]] = {}
         self.routed: dict[int, int] = {}
 
-    def _blocks(self, text: str) -> list[int]:
-        blocks = self.blocks.get(text)
+    def _blocks(self, prompt: Prompt) -> list[int]:
+        """The chained hashes of the prompt's text blocks, kept on the prompt for its next request."""
+        key = f"{self.name}.blocks.{self.chunk}"
+        blocks = prompt.picker_state.get(key)
         if blocks is None:
-            h, blocks = 0, []
+            text, h, blocks = prompt.text, 0, []
             for start in range(0, len(text), self.chunk):
-                h = hash((h, text[start:start + self.chunk]))
+                h = hash((h, text[start : start + self.chunk]))
                 blocks.append(h)
-            self.blocks[text] = blocks
-        return blocks
+            prompt.picker_state[key] = blocks
+        return blocks  # type: ignore[return-value]
 
     def _least(self, values: Sequence[int]) -> int:
         low = min(values)
         return self.rng.choice([i for i, v in enumerate(values) if v == low])
 
     def route(self, index: int, arrival: Arrival, model: str) -> int:
-        text = arrival.prompt.text
-        blocks = self._blocks(text)
+        blocks = self._blocks(arrival.prompt)
+        length = arrival.prompt.text_length
         loads = self.in_flight
         busiest, idlest = max(loads), min(loads)
         if busiest - idlest > self.balance_abs_threshold and busiest > self.balance_rel_threshold * idlest:
@@ -160,7 +161,7 @@ class CacheAwareRouter(RoundRobinRouter):
                     break
                 alive, matched = still, matched + 1
             best = [i for i in range(self.replicas) if alive >> i & 1] if matched else []
-            if best and min(matched * self.chunk, len(text)) / max(len(text), 1) > self.cache_threshold:
+            if best and min(matched * self.chunk, length) / max(length, 1) > self.cache_threshold:
                 picked = self.rng.choice(best)
             else:
                 picked = self._least(self.record_chars)
@@ -169,7 +170,7 @@ class CacheAwareRouter(RoundRobinRouter):
             mask = self.holders.get(h, 0)
             if not mask & bit:
                 self.holders[h] = mask | bit
-                self.record_chars[picked] += min(self.chunk, len(text) - start * self.chunk)
+                self.record_chars[picked] += min(self.chunk, length - start * self.chunk)
         loads[picked] += 1
         self.routed[index] = picked
         return picked

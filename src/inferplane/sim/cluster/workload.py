@@ -52,6 +52,11 @@ class Prompt:
         return self.tail_text if self.prefix is None else self.prefix.text + self.tail_text
 
     @property
+    def text_length(self) -> int:
+        """``len(self.text)``, without building the text."""
+        return len(self.tail_text) + (self.prefix.text_length if self.prefix is not None else 0)
+
+    @property
     def token_ids(self) -> list[int]:
         return self.tail_ids if self.prefix is None else self.prefix.token_ids + self.tail_ids
 
