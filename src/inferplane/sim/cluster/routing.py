@@ -122,6 +122,7 @@ class CacheAwareRouter(RoundRobinRouter):
         self.balance_rel_threshold = balance_rel_threshold
         self.chunk = chunk
         self.rng = random.Random(seed)
+        self.everyone = (1 << replicas) - 1  # the bit mask of all workers
         self.in_flight = [0] * replicas
         self.record_chars = [0] * replicas
         #: chained block hash -> bit mask of the workers whose record holds it
@@ -153,8 +154,7 @@ class CacheAwareRouter(RoundRobinRouter):
             picked = self._least(loads)
         else:
             # walk the chain: a worker's match ends at the first block its record lacks
-            everyone = (1 << self.replicas) - 1
-            alive, matched = everyone, 0
+            alive, matched = self.everyone, 0
             for h in blocks:
                 still = alive & self.holders.get(h, 0)
                 if not still:
